@@ -1,0 +1,24 @@
+# The two commands: `make run` (the product, sandbox + SQLite + embedded store) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export FLASK_APP := wsgi:app
+
+.PHONY: run test test-python test-node bench clean
+
+$(BIN)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/flask db upgrade
+	$(BIN)/flask products demo
+	$(BIN)/flask run --host 127.0.0.1 --port 5000
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache artifacts

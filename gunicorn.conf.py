@@ -1,0 +1,23 @@
+"""gunicorn settings: `gunicorn wsgi:app` reads this file.
+
+gthread workers: each request spends most of its time waiting on WeChat or the
+database, so a few threads per process keep the CPU busy without gevent's
+monkey-patching. Two processes per core-pair is the usual start; tune with
+WEB_CONCURRENCY and GUNICORN_THREADS.
+"""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", min(multiprocessing.cpu_count(), 4)))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", 4))
+timeout = 30  # a WeChat call times out long before this (read timeout 10 s)
+graceful_timeout = 20
+keepalive = 5
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", 0))
+max_requests_jitter = max_requests // 10
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+access_log_format = '%(h)s %(p)s "%(r)s" %(s)s %(b)s %(L)ss rid=%({x-request-id}o)s'
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -1,0 +1,117 @@
+"""miniapp-pay: a Flask backend for WeChat mini-program shops."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .config import Config, ConfigError
+from .extensions import db, migrate, store, wechat
+
+__all__ = ["create_app", "ConfigError"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Flask:
+    """Build the app from the environment; `config` overrides single settings (tests use it)."""
+    app = Flask(__name__, instance_relative_config=True)
+    if env is None:
+        _load_dotenv()
+    cfg = Config.from_env(env, instance_path=app.instance_path)
+    for key, value in (config or {}).items():
+        setattr(cfg, key, value) if hasattr(cfg, key) else cfg.extra.__setitem__(key, value)
+    cfg.check()
+    app.config.from_mapping(cfg.as_flask())
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(cfg.DATABASE_URL)
+    os.makedirs(app.instance_path, exist_ok=True)
+
+    configure_logging(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_shell_context(app)
+    register_commands(app)
+    if cfg.PROXY_FIX_HOPS:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=cfg.PROXY_FIX_HOPS, x_proto=cfg.PROXY_FIX_HOPS,
+                                x_host=cfg.PROXY_FIX_HOPS)
+    if cfg.WECHAT_SANDBOX:
+        app.logger.warning("WECHAT SANDBOX MODE: WeChat is emulated at /sandbox; no real money moves")
+    return app
+
+
+def _load_dotenv() -> None:
+    try:
+        from dotenv import load_dotenv
+    except ImportError:  # pragma: no cover - python-dotenv is in requirements
+        return
+    load_dotenv(override=False)
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 15}}
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+
+
+def configure_logging(app: Flask) -> None:
+    from .logging_setup import setup_logging
+
+    setup_logging(app)
+
+
+def register_extensions(app: Flask) -> None:
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations"))
+    store.init_app(app)
+    wechat.init_app(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        from .sqlite_tuning import tune_sqlite
+
+        with app.app_context():
+            tune_sqlite(db.engine)
+
+
+def register_blueprints(app: Flask) -> None:
+    from .auth import bp as auth_bp
+    from .pay import bp as pay_bp
+    from .shop import bp as shop_bp
+
+    app.register_blueprint(auth_bp, url_prefix="/api/auth")
+    app.register_blueprint(shop_bp, url_prefix="/api")
+    app.register_blueprint(pay_bp, url_prefix="/api/pay")
+    if app.config["WECHAT_SANDBOX"]:
+        from .sandbox import bp as sandbox_bp
+
+        app.register_blueprint(sandbox_bp, url_prefix="/sandbox")
+
+        @app.after_request
+        def _mark_sandbox(response):
+            response.headers["X-WeChat-Sandbox"] = "1"
+            return response
+
+    @app.get("/healthz")
+    def healthz():
+        return {"ok": True, "sandbox": bool(app.config["WECHAT_SANDBOX"])}
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from .errors import register_errorhandlers as register
+
+    register(app)
+
+
+def register_shell_context(app: Flask) -> None:
+    from .shell import shell_context
+
+    app.shell_context_processor(shell_context)
+
+
+def register_commands(app: Flask) -> None:
+    from .cli import register
+
+    register(app)

@@ -1,0 +1,26 @@
+from flask import g, request
+
+from ..http_utils import json_body
+from . import bp, sessions
+from .guard import login_required
+
+
+@bp.post("/login")
+def login():
+    code = sessions.validate_code(json_body().get("code"))
+    token, ttl, user = sessions.login(code, client=request.remote_addr or "unknown")
+    return {"token": token, "expires_in": ttl, "user": user.to_dict()}
+
+
+@bp.post("/logout")
+@login_required
+def logout():
+    sessions.revoke(g.token)
+    return "", 204
+
+
+@bp.post("/check")
+@login_required
+def check():
+    ttl = sessions.remaining_ttl(g.token)
+    return {"valid": True, "expires_in": int(ttl) if ttl is not None else None}

@@ -1,0 +1,98 @@
+"""Login sessions: code2session, the user upsert, and random tokens kept in the store.
+
+The store is keyed by a hash of the token, so a copy of the store does not hand
+out working tokens. The `session_key` stays in the store; nothing here returns it
+to a caller outside the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from ..errors import ApiError, bad_request
+from ..extensions import db, store, wechat
+from ..models import User, utcnow
+
+MAX_CODE_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class LoginSession:
+    user_id: int
+    openid: str
+    session_key: str
+
+    def __repr__(self) -> str:
+        return f"LoginSession(user_id={self.user_id}, openid={self.openid!r})"
+
+
+def _key(token: str) -> str:
+    return "session:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def validate_code(code: object) -> str:
+    if not isinstance(code, str) or not code.strip():
+        raise bad_request("missing_code", "code is required: the string wx.login gave you")
+    if len(code) > MAX_CODE_LENGTH or not code.isprintable():
+        raise bad_request("invalid_code", "code is not a wx.login code")
+    return code
+
+
+def check_rate(client: str) -> None:
+    limit = current_app.config["LOGIN_RATE_LIMIT"]
+    if limit and store.incr(f"ratelimit:login:{client}", 60) > limit:
+        raise ApiError(429, "too_many_logins", "too many logins from this client; wait a minute")
+
+
+def upsert_user(openid: str, unionid: str | None) -> User:
+    """The user for this openid, made on first login; safe when two logins race."""
+    for _ in range(2):
+        user = db.session.execute(db.select(User).filter_by(openid=openid)).scalar_one_or_none()
+        if user is None:
+            user = User(openid=openid, unionid=unionid, last_login_at=utcnow())
+            db.session.add(user)
+        else:
+            user.last_login_at = utcnow()
+            if unionid and user.unionid != unionid:
+                user.unionid = unionid
+        try:
+            db.session.commit()
+            return user
+        except IntegrityError:
+            db.session.rollback()  # another worker made the same user just now: take theirs
+    raise ApiError(503, "try_again", "could not record the login; try again")
+
+
+def login(code: str, client: str) -> tuple[str, int, User]:
+    check_rate(client)
+    wx_session = wechat.miniapp.code2session(code)
+    user = upsert_user(wx_session.openid, wx_session.unionid)
+    token = secrets.token_urlsafe(32)  # 256 bits
+    ttl = current_app.config["SESSION_TTL"]
+    payload = {"user_id": user.id, "openid": wx_session.openid, "session_key": wx_session.session_key}
+    store.set(_key(token), json.dumps(payload), ttl=ttl)
+    return token, ttl, user
+
+
+def lookup(token: str) -> LoginSession | None:
+    if not token or len(token) > 256:
+        return None
+    raw = store.get(_key(token))
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    return LoginSession(user_id=int(data["user_id"]), openid=data["openid"], session_key=data["session_key"])
+
+
+def revoke(token: str) -> None:
+    store.delete(_key(token))
+
+
+def remaining_ttl(token: str) -> float | None:
+    return store.ttl(_key(token))

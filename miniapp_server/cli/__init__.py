@@ -1,0 +1,13 @@
+"""Click commands for operators: `flask products`, `flask orders`, `flask sandbox`."""
+
+from flask import Flask
+
+
+def register(app: Flask) -> None:
+    from .orders import orders
+    from .products import products
+    from .sandbox import sandbox
+
+    app.cli.add_command(products)
+    app.cli.add_command(orders)
+    app.cli.add_command(sandbox)

@@ -1,0 +1,147 @@
+"""`flask orders`: look at orders and act on them, with exit codes scripts can use.
+
+Exit codes: 0 done, 1 failed (WeChat refused or an error), 2 bad usage, 3 not found.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import timezone
+
+import click
+from flask.cli import AppGroup
+
+from ..errors import ApiError
+from ..extensions import db
+from ..models import Order, OrderStatus, PaymentNotification, User
+from ..shell import find_order
+
+orders = AppGroup("orders", help="List, show, sync and close orders.")
+
+NOT_FOUND = 3
+
+
+def _emit(data, as_json: bool, table) -> None:
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    else:
+        table(data)
+
+
+def _order_or_exit(no: str) -> Order:
+    order = find_order(no)
+    if order is None:
+        click.echo(f"no order {no}", err=True)
+        sys.exit(NOT_FOUND)
+    return order
+
+
+def order_summary(o: Order) -> dict:
+    return {**o.to_dict(), "user_id": o.user_id, "anomaly": o.anomaly, "prepay_id": o.prepay_id}
+
+
+@orders.command("list")
+@click.option("--status", type=click.Choice([s.value for s in OrderStatus]))
+@click.option("--user", "user", help="user id or openid")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), help="created on or after (UTC)")
+@click.option("--anomalies", is_flag=True, help="only orders flagged for an operator")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True)
+def list_(status, user, since, anomalies, limit, as_json) -> None:
+    """List orders, newest first."""
+    query = db.select(Order).order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
+    if status:
+        query = query.where(Order.status == status)
+    if user:
+        query = query.join(User).where(User.id == int(user) if user.isdigit() else User.openid == user)
+    if since:
+        query = query.where(Order.created_at >= since.replace(tzinfo=timezone.utc))
+    if anomalies:
+        query = query.where(Order.anomaly.is_not(None))
+    rows = [order_summary(o) for o in db.session.execute(query).scalars()]
+
+    def table(rows):
+        click.echo(f"{'out_trade_no':<32}  {'status':<9}  {'total_fee':>9}  {'user':>5}  {'created_at':<25}  anomaly")
+        for r in rows:
+            click.echo(f"{r['out_trade_no']:<32}  {r['status']:<9}  {r['total_fee']:>9}  {r['user_id']:>5}  "
+                       f"{r['created_at'][:25]:<25}  {r['anomaly'] or ''}")
+        click.echo(f"({len(rows)} orders)")
+
+    _emit(rows, as_json, table)
+
+
+@orders.command("show")
+@click.argument("out_trade_no")
+@click.option("--json", "as_json", is_flag=True)
+def show(out_trade_no: str, as_json: bool) -> None:
+    """Show one order: items, payments, notifications, refunds."""
+    o = _order_or_exit(out_trade_no)
+    notes = db.session.execute(db.select(PaymentNotification).filter_by(out_trade_no=o.out_trade_no)
+                               .order_by(PaymentNotification.id)).scalars().all()
+    data = {**order_summary(o), "anomaly_detail": o.anomaly_detail,
+            "payments": [p.to_dict() for p in o.payments], "notifications": [n.to_dict() for n in notes],
+            "refunds": [r.to_dict() for r in o.refunds]}
+
+    def table(d):
+        for key in ("out_trade_no", "status", "total_fee", "refunded_fee", "user_id", "trade_type", "prepay_id",
+                    "transaction_id", "created_at", "paid_at", "closed_at", "expires_at", "anomaly", "anomaly_detail"):
+            click.echo(f"{key:<15} {d[key] if d[key] is not None else '-'}")
+        click.echo("items:")
+        for i in d["items"]:
+            click.echo(f"  {i['quantity']:>3} x {i['name']} @ {i['unit_price_fen']} = {i['subtotal_fen']}")
+        click.echo("payments:")
+        for p in d["payments"]:
+            click.echo(f"  {p['transaction_id']}  {p['total_fee']:>9}  {p['source']:<6}  {p['anomaly'] or ''}")
+        click.echo("notifications:")
+        for n in d["notifications"]:
+            click.echo(f"  {n['received_at'][:19]}  {n['verdict']:<16}  {n['transaction_id'] or '-'}  {n['total_fee']}")
+        click.echo("refunds:")
+        for r in d["refunds"]:
+            click.echo(f"  {r['out_refund_no']}  {r['refund_fee']:>9}  {r['status']}")
+
+    _emit(data, as_json, table)
+
+
+@orders.command("sync")
+@click.argument("out_trade_no")
+@click.option("--json", "as_json", is_flag=True)
+def sync(out_trade_no: str, as_json: bool) -> None:
+    """Ask WeChat about an order and apply what it says."""
+    from ..services.payments import sync_order
+    from ..wechat.errors import WeChatError
+
+    o = _order_or_exit(out_trade_no)
+    before = o.status
+    try:
+        o = sync_order(o)
+    except WeChatError as err:
+        click.echo(f"WeChat: {err}", err=True)
+        sys.exit(1)
+    _emit({"out_trade_no": o.out_trade_no, "before": before, "status": o.status}, as_json,
+          lambda d: click.echo(f"{d['out_trade_no']}: {d['before']} -> {d['status']}"))
+
+
+@orders.command("close")
+@click.argument("out_trade_no")
+@click.option("--json", "as_json", is_flag=True)
+def close(out_trade_no: str, as_json: bool) -> None:
+    """Close an unpaid order, at WeChat first and then here."""
+    from ..services.closing import close_order
+    from ..wechat.errors import WeChatError
+
+    o = _order_or_exit(out_trade_no)
+    try:
+        o = close_order(o)
+    except WeChatError as err:
+        click.echo(f"WeChat: {err}", err=True)
+        sys.exit(1)
+    except ApiError as err:
+        click.echo(err.message, err=True)
+        sys.exit(1)
+    _emit({"out_trade_no": o.out_trade_no, "status": o.status}, as_json,
+          lambda d: click.echo(f"{d['out_trade_no']}: {d['status']}"))
+    if o.status != OrderStatus.CLOSED.value:
+        sys.exit(1)
+
+

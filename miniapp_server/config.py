@@ -1,0 +1,152 @@
+"""Configuration read from the environment (and `.env`), as the contract's table says.
+
+Everything secret comes from here and nowhere else; production refuses to start
+without real credentials (see `Config.check`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+SANDBOX_APPID = "wxsandbox0000000001"
+SANDBOX_APPSECRET = "sandbox-app-secret-not-a-real-one"
+SANDBOX_MCH_ID = "1900000109"
+SANDBOX_PAY_KEY = "sandboxpaykey0000000000000000000"  # 32 chars, like a real v2 key
+
+SIGN_TYPES = ("MD5", "HMAC-SHA256")
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot run; the message says which setting is wrong (never its value)."""
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer") from exc
+
+
+@dataclass
+class Config:
+    """The settings the app runs with; build it with `Config.from_env()`."""
+
+    APP_ENV: str = "development"
+    SECRET_KEY: str = ""
+    DATABASE_URL: str = ""
+    REDIS_URL: str = ""
+    WECHAT_APPID: str = ""
+    WECHAT_APPSECRET: str = ""
+    WECHAT_MCH_ID: str = ""
+    WECHAT_PAY_KEY: str = ""
+    WECHAT_SIGN_TYPE: str = "MD5"
+    WECHAT_NOTIFY_URL: str = ""
+    WECHAT_REFUND_NOTIFY_URL: str = ""
+    WECHAT_API_BASE: str = "https://api.weixin.qq.com"
+    WECHAT_PAY_BASE: str = "https://api.mch.weixin.qq.com"
+    WECHAT_SANDBOX: bool = False
+    WECHAT_CERT_PATH: str = ""
+    WECHAT_KEY_PATH: str = ""
+    # Beyond the contract's table: tuning with safe defaults.
+    SESSION_TTL: int = 7200  # seconds a login token lives
+    LOGIN_RATE_LIMIT: int = 30  # logins per client per minute
+    PREPAY_TTL: int = 7200  # WeChat's prepay_id lives two hours
+    ORDER_TTL: int = 1800  # an unpaid order may be paid for this long
+    MAX_ITEM_QUANTITY: int = 99
+    MAX_ORDER_LINES: int = 20
+    WECHAT_CONNECT_TIMEOUT: float = 3.05
+    WECHAT_READ_TIMEOUT: float = 10.0
+    PROXY_FIX_HOPS: int = 0  # how many trusted proxies set X-Forwarded-For
+    SANDBOX_TIME_SCALE: float = 1.0  # shrinks the notification retry schedule in tests
+    EMBEDDED_STORE_PATH: str = ""
+    STORE_PREFIX: str = "miniapp:"  # Redis key prefix
+    LOG_FORMAT: str = "text"  # text | json
+    LOG_LEVEL: str = "INFO"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, instance_path: str = "instance") -> "Config":
+        env = dict(os.environ if env is None else env)
+        cfg = cls()
+        cfg.APP_ENV = env.get("APP_ENV", "development").strip() or "development"
+        if cfg.APP_ENV not in ("development", "production"):
+            raise ConfigError("APP_ENV must be 'development' or 'production'")
+        cfg.SECRET_KEY = env.get("SECRET_KEY", "")
+        cfg.DATABASE_URL = env.get("DATABASE_URL", "") or (
+            "sqlite:///" + os.path.join(os.path.abspath(instance_path), "miniapp.sqlite3")
+        )
+        # Heroku-style URLs say postgres://, which SQLAlchemy 2 no longer accepts.
+        if cfg.DATABASE_URL.startswith("postgres://"):
+            cfg.DATABASE_URL = "postgresql://" + cfg.DATABASE_URL[len("postgres://"):]
+        cfg.REDIS_URL = env.get("REDIS_URL", "")
+        cfg.WECHAT_APPID = env.get("WECHAT_APPID", "")
+        cfg.WECHAT_APPSECRET = env.get("WECHAT_APPSECRET", "")
+        cfg.WECHAT_MCH_ID = env.get("WECHAT_MCH_ID", "")
+        cfg.WECHAT_PAY_KEY = env.get("WECHAT_PAY_KEY", "")
+        cfg.WECHAT_SIGN_TYPE = (env.get("WECHAT_SIGN_TYPE", "") or "MD5").upper()
+        if cfg.WECHAT_SIGN_TYPE not in SIGN_TYPES:
+            raise ConfigError("WECHAT_SIGN_TYPE must be MD5 or HMAC-SHA256")
+        cfg.WECHAT_NOTIFY_URL = env.get("WECHAT_NOTIFY_URL", "")
+        cfg.WECHAT_REFUND_NOTIFY_URL = env.get("WECHAT_REFUND_NOTIFY_URL", "")
+        cfg.WECHAT_API_BASE = (env.get("WECHAT_API_BASE", "") or cls.WECHAT_API_BASE).rstrip("/")
+        cfg.WECHAT_PAY_BASE = (env.get("WECHAT_PAY_BASE", "") or cls.WECHAT_PAY_BASE).rstrip("/")
+        sandbox_raw = env.get("WECHAT_SANDBOX")
+        cfg.WECHAT_SANDBOX = _flag(sandbox_raw) if sandbox_raw not in (None, "") else not cfg.WECHAT_APPID
+        cfg.WECHAT_CERT_PATH = env.get("WECHAT_CERT_PATH", "")
+        cfg.WECHAT_KEY_PATH = env.get("WECHAT_KEY_PATH", "")
+        cfg.SESSION_TTL = _int(env, "SESSION_TTL", cls.SESSION_TTL)
+        cfg.LOGIN_RATE_LIMIT = _int(env, "LOGIN_RATE_LIMIT", cls.LOGIN_RATE_LIMIT)
+        cfg.ORDER_TTL = _int(env, "ORDER_TTL", cls.ORDER_TTL)
+        cfg.PROXY_FIX_HOPS = _int(env, "PROXY_FIX_HOPS", cls.PROXY_FIX_HOPS)
+        cfg.SANDBOX_TIME_SCALE = float(env.get("SANDBOX_TIME_SCALE", "") or 1.0)
+        cfg.EMBEDDED_STORE_PATH = env.get("EMBEDDED_STORE_PATH", "") or os.path.join(
+            os.path.abspath(instance_path), "store.sqlite3"
+        )
+        cfg.STORE_PREFIX = env.get("STORE_PREFIX", "") or cls.STORE_PREFIX
+        cfg.LOG_FORMAT = env.get("LOG_FORMAT", "") or "text"
+        cfg.LOG_LEVEL = (env.get("LOG_LEVEL", "") or "INFO").upper()
+        cfg.apply_defaults()
+        return cfg
+
+    def apply_defaults(self) -> None:
+        """Fill the sandbox's credentials and a development secret where none were given."""
+        if self.WECHAT_SANDBOX:
+            self.WECHAT_APPID = self.WECHAT_APPID or SANDBOX_APPID
+            self.WECHAT_APPSECRET = self.WECHAT_APPSECRET or SANDBOX_APPSECRET
+            self.WECHAT_MCH_ID = self.WECHAT_MCH_ID or SANDBOX_MCH_ID
+            self.WECHAT_PAY_KEY = self.WECHAT_PAY_KEY or SANDBOX_PAY_KEY
+        if not self.SECRET_KEY and self.APP_ENV != "production":
+            self.SECRET_KEY = secrets.token_hex(32)
+
+    def check(self) -> None:
+        """Refuse to run a production app that is not really configured."""
+        if self.APP_ENV != "production":
+            return
+        if self.WECHAT_SANDBOX:
+            raise ConfigError("the sandbox must not run with APP_ENV=production; unset WECHAT_SANDBOX")
+        missing = [
+            name
+            for name in ("SECRET_KEY", "WECHAT_APPID", "WECHAT_APPSECRET", "WECHAT_MCH_ID", "WECHAT_PAY_KEY",
+                         "WECHAT_NOTIFY_URL")
+            if not getattr(self, name)
+        ]
+        if missing:
+            raise ConfigError("production needs these settings: " + ", ".join(missing))
+        if not self.WECHAT_NOTIFY_URL.startswith("https://"):
+            raise ConfigError("WECHAT_NOTIFY_URL must be an https:// URL in production")
+
+    def as_flask(self) -> dict[str, Any]:
+        values = {k: v for k, v in vars(self).items() if k != "extra" and k.isupper()}
+        values["SQLALCHEMY_DATABASE_URI"] = self.DATABASE_URL
+        values.update(self.extra)
+        return values

@@ -1,0 +1,249 @@
+"""The whole product's data, in SQLAlchemy 2's typed style. Money is always integer fen."""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from datetime import datetime, timezone
+
+from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes on every back end (SQLite would hand back naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None:
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given; use aware UTC times")
+            value = value.astimezone(timezone.utc)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class OrderStatus(str, enum.Enum):
+    UNPAID = "unpaid"
+    PAID = "paid"
+    CLOSED = "closed"
+    REFUNDING = "refunding"
+    REFUNDED = "refunded"
+
+
+class Anomaly(str, enum.Enum):
+    """Payments WeChat's guides say need an operator (and usually a refund)."""
+
+    AMOUNT_MISMATCH = "amount_mismatch"
+    PAID_AFTER_CLOSE = "paid_after_close"
+    DOUBLE_PAYMENT = "double_payment"
+
+
+def new_out_trade_no() -> str:
+    """32 characters: the UTC date for humans, then 96 random bits so that nobody can guess one."""
+    return utcnow().strftime("%Y%m%d") + secrets.token_hex(12)
+
+
+class User(db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    openid: Mapped[str] = mapped_column(String(64), unique=True)
+    unionid: Mapped[str | None] = mapped_column(String(64), index=True)
+    phone: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    orders: Mapped[list["Order"]] = relationship(back_populates="user")
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "openid": self.openid, "has_phone": bool(self.phone),
+                "created_at": self.created_at.isoformat()}
+
+
+class Product(db.Model):
+    __tablename__ = "products"
+    __table_args__ = (CheckConstraint("price_fen > 0", name="price_positive"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    price_fen: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "name": self.name, "price_fen": self.price_fen}
+
+
+class Order(db.Model):
+    __tablename__ = "orders"
+    __table_args__ = (
+        CheckConstraint("total_fee > 0", name="total_positive"),
+        CheckConstraint("status IN ('unpaid', 'paid', 'closed', 'refunding', 'refunded')", name="status_known"),
+        Index("ix_orders_user_created", "user_id", "created_at"),
+        Index("ix_orders_status_created", "status", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    out_trade_no: Mapped[str] = mapped_column(String(32), unique=True, default=new_out_trade_no)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    status: Mapped[str] = mapped_column(String(16), default=OrderStatus.UNPAID.value)
+    total_fee: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(String(128))
+    trade_type: Mapped[str | None] = mapped_column(String(16))
+    prepay_id: Mapped[str | None] = mapped_column(String(64))
+    prepay_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    code_url: Mapped[str | None] = mapped_column(String(256))
+    transaction_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    refunded_fee: Mapped[int] = mapped_column(Integer, default=0)
+    anomaly: Mapped[str | None] = mapped_column(String(32), index=True)
+    anomaly_detail: Mapped[str | None] = mapped_column(String(255))
+    client_ip: Mapped[str | None] = mapped_column(String(45))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="orders")
+    items: Mapped[list["OrderItem"]] = relationship(back_populates="order", cascade="all, delete-orphan",
+                                                    order_by="OrderItem.id")
+    payments: Mapped[list["Payment"]] = relationship(back_populates="order", order_by="Payment.id")
+    refunds: Mapped[list["Refund"]] = relationship(back_populates="order", order_by="Refund.id")
+
+    def to_dict(self) -> dict:
+        return {
+            "out_trade_no": self.out_trade_no,
+            "status": self.status,
+            "total_fee": self.total_fee,
+            "body": self.body,
+            "trade_type": self.trade_type,
+            "items": [item.to_dict() for item in self.items],
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "paid_at": self.paid_at.isoformat() if self.paid_at else None,
+            "closed_at": self.closed_at.isoformat() if self.closed_at else None,
+            "transaction_id": self.transaction_id,
+            "refunded_fee": self.refunded_fee,
+        }
+
+
+class OrderItem(db.Model):
+    __tablename__ = "order_items"
+    __table_args__ = (CheckConstraint("quantity > 0", name="quantity_positive"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"), index=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))  # copied: renaming a product later does not rewrite history
+    unit_price_fen: Mapped[int] = mapped_column(Integer)  # copied at purchase time
+    quantity: Mapped[int] = mapped_column(Integer)
+
+    order: Mapped[Order] = relationship(back_populates="items")
+
+    @property
+    def subtotal_fen(self) -> int:
+        return self.unit_price_fen * self.quantity
+
+    def to_dict(self) -> dict:
+        return {"product_id": self.product_id, "name": self.name, "unit_price_fen": self.unit_price_fen,
+                "quantity": self.quantity, "subtotal_fen": self.subtotal_fen}
+
+
+class Payment(db.Model):
+    """One WeChat transaction that paid (or tried to pay) an order; a second one is a double payment."""
+
+    __tablename__ = "payments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    transaction_id: Mapped[str] = mapped_column(String(32), unique=True)
+    total_fee: Mapped[int] = mapped_column(Integer)
+    time_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(16))  # notify | query
+    anomaly: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    order: Mapped[Order] = relationship(back_populates="payments")
+
+    def to_dict(self) -> dict:
+        return {"transaction_id": self.transaction_id, "total_fee": self.total_fee, "source": self.source,
+                "anomaly": self.anomaly, "time_end": self.time_end.isoformat() if self.time_end else None}
+
+
+class PaymentNotification(db.Model):
+    """Every payment notification received, with what we made of it."""
+
+    __tablename__ = "payment_notifications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="payment")  # payment | refund
+    out_trade_no: Mapped[str | None] = mapped_column(String(64), index=True)
+    transaction_id: Mapped[str | None] = mapped_column(String(64))
+    total_fee: Mapped[int | None] = mapped_column(Integer)
+    result_code: Mapped[str | None] = mapped_column(String(16))
+    verdict: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(String(255))
+    remote_addr: Mapped[str | None] = mapped_column(String(45))
+    body_size: Mapped[int] = mapped_column(Integer, default=0)
+
+    def to_dict(self) -> dict:
+        return {"received_at": self.received_at.isoformat(), "kind": self.kind, "out_trade_no": self.out_trade_no,
+                "transaction_id": self.transaction_id, "total_fee": self.total_fee,
+                "result_code": self.result_code, "verdict": self.verdict, "detail": self.detail}
+
+
+class Refund(db.Model):
+    __tablename__ = "refunds"
+    __table_args__ = (CheckConstraint("refund_fee > 0", name="refund_positive"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    out_refund_no: Mapped[str] = mapped_column(String(64), unique=True)
+    refund_id: Mapped[str | None] = mapped_column(String(32))
+    transaction_id: Mapped[str | None] = mapped_column(String(32))
+    refund_fee: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | processing | success | failed
+    reason: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    succeeded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    order: Mapped[Order] = relationship(back_populates="refunds")
+
+    def to_dict(self) -> dict:
+        return {"out_refund_no": self.out_refund_no, "refund_id": self.refund_id, "refund_fee": self.refund_fee,
+                "status": self.status, "reason": self.reason, "created_at": self.created_at.isoformat(),
+                "succeeded_at": self.succeeded_at.isoformat() if self.succeeded_at else None}
+
+
+class WeChatExchange(db.Model):
+    """The audit trail: every call to WeChat and every callback from it, secrets redacted."""
+
+    __tablename__ = "wechat_exchanges"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    direction: Mapped[str] = mapped_column(String(8))  # out | in
+    path: Mapped[str] = mapped_column(String(128))
+    out_trade_no: Mapped[str | None] = mapped_column(String(64), index=True)
+    outcome: Mapped[str] = mapped_column(String(64))
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    request: Mapped[str | None] = mapped_column(Text)
+    response: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,7 @@
+"""The built-in WeChat emulator, mounted at /sandbox when WECHAT_SANDBOX=1 (never in production)."""
+
+from flask import Blueprint
+
+bp = Blueprint("sandbox", __name__)
+
+from . import routes  # noqa: E402,F401

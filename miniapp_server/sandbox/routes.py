@@ -1,0 +1,100 @@
+"""WeChat's own paths under /sandbox, and the control calls that stand in for the phone."""
+
+from __future__ import annotations
+
+from flask import Response, current_app, jsonify, request
+
+from ..extensions import store
+from ..wechat.http import make_session
+from ..wechat.pay.signing import SIGN_TYPES
+from . import bp
+from .emulator import Emulator, Merchant, SandboxError
+from .transport import WSGIAdapter
+
+
+def emulator() -> Emulator:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    emu = app.extensions.get("sandbox")
+    if emu is None:
+        cfg = app.config
+        session = make_session(3.05, 10.0)
+        if cfg.get("SANDBOX_STANDALONE"):
+            pass  # its own process: notifications cross a real socket to the backend
+        else:
+            # Inside the backend: deliver to the app itself, whatever host the notify URL names.
+            adapter = WSGIAdapter(app)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+
+        def send(url: str, body: bytes) -> tuple[int, bytes]:
+            resp = session.post(url, data=body, headers={"Content-Type": "text/xml"})
+            return resp.status_code, resp.content
+
+        sign_type = cfg["WECHAT_SIGN_TYPE"] if cfg["WECHAT_SIGN_TYPE"] in SIGN_TYPES else "MD5"
+        merchant = Merchant(cfg["WECHAT_APPID"], cfg["WECHAT_APPSECRET"], cfg["WECHAT_MCH_ID"], cfg["WECHAT_PAY_KEY"],
+                            sign_type)
+        emu = app.extensions["sandbox"] = Emulator(store.backend, merchant, send, cfg["SANDBOX_TIME_SCALE"])
+    return emu
+
+
+def _xml(body: bytes) -> Response:
+    return Response(body, mimetype="text/xml")
+
+
+@bp.errorhandler(SandboxError)
+def _sandbox_error(err: SandboxError):
+    response = jsonify({"error": {"code": err.code, "message": err.message}})
+    response.status_code = err.status
+    return response
+
+
+@bp.get("/sns/jscode2session")
+def jscode2session():
+    return emulator().jscode2session(request.args.to_dict())
+
+
+@bp.get("/cgi-bin/token")
+def cgi_token():
+    return emulator().access_token(request.args.to_dict())
+
+
+@bp.post("/pay/unifiedorder")
+def unifiedorder():
+    return _xml(emulator().unifiedorder(request.get_data()))
+
+
+@bp.post("/pay/orderquery")
+def orderquery():
+    return _xml(emulator().orderquery(request.get_data()))
+
+
+@bp.post("/pay/closeorder")
+def closeorder():
+    return _xml(emulator().closeorder(request.get_data()))
+
+
+@bp.post("/control/pay")
+def control_pay():
+    return emulator().pay_with_params(request.get_json(silent=True, force=True))
+
+
+@bp.post("/control/scan")
+def control_scan():
+    body = request.get_json(silent=True, force=True)
+    return emulator().pay_code_url(body.get("code_url") if isinstance(body, dict) else None)
+
+
+@bp.get("/control/notifications")
+def control_notifications():
+    items = emulator().notifications()
+    no = request.args.get("out_trade_no")
+    if no:
+        items = [item for item in items if item["out_trade_no"] == no]
+    return {"items": items}
+
+
+@bp.get("/control/calls")
+def control_calls():
+    emu = emulator()
+    return {name: emu.call_count(name) for name in ("jscode2session", "token", "unifiedorder", "orderquery",
+                                                    "closeorder")}

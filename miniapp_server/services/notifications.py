@@ -1,0 +1,55 @@
+"""WeChat's payment notification: verify, then apply through the exactly-once path; record every one."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..extensions import db, wechat
+from ..models import PaymentNotification
+from ..wechat.errors import NotificationRejected
+from . import payments
+
+log = logging.getLogger(__name__)
+
+
+def _clip(value: Any, size: int) -> str | None:
+    return str(value)[:size] if value not in (None, "") else None
+
+
+def _record_rejection(data: dict[str, str], verdict: str, detail: str, remote_addr: str | None, size: int) -> None:
+    fee = data.get("total_fee", "")
+    db.session.add(PaymentNotification(
+        out_trade_no=_clip(data.get("out_trade_no"), 64), transaction_id=_clip(data.get("transaction_id"), 64),
+        total_fee=int(fee) if fee.isdigit() and len(fee) < 10 else None, result_code=_clip(data.get("result_code"), 16),
+        verdict=verdict, detail=detail[:255], remote_addr=_clip(remote_addr, 45), body_size=size,
+    ))
+    db.session.commit()
+
+
+def handle_payment_notification(body: bytes, remote_addr: str | None) -> tuple[bool, str]:
+    """(acknowledge?, message). True only once the outcome is committed."""
+    db.session.rollback()  # start clean: nothing of this request's may ride along
+    try:
+        data = wechat.pay.parse_notification(body)
+    except NotificationRejected as err:
+        raw = err.raw if isinstance(err.raw, dict) else {}
+        log.warning("payment notification rejected: %s", err.code)
+        _record_rejection(raw, str(err.code), err.message, remote_addr, len(body))
+        return False, err.message
+    if data.get("result_code") != "SUCCESS":
+        _record_rejection(data, "result_fail", f"result_code {data.get('result_code')}: {data.get('err_code', '')}",
+                          remote_addr, len(body))
+        return False, "result_code is not SUCCESS"
+    no, txn, fee = data.get("out_trade_no", ""), data.get("transaction_id", ""), data.get("total_fee", "")
+    if not no or not txn or not fee.isdigit() or len(no) > 64 or len(txn) > 32 or len(fee) > 9:
+        _record_rejection(data, "bad_fields", "out_trade_no, transaction_id or total_fee missing or malformed",
+                          remote_addr, len(body))
+        return False, "missing or malformed fields"
+    record = {"out_trade_no": no, "transaction_id": txn, "total_fee": int(fee), "result_code": "SUCCESS",
+              "remote_addr": _clip(remote_addr, 45), "body_size": len(body), "detail": None}
+    verdict = payments.apply_payment(out_trade_no=no, transaction_id=txn, total_fee=int(fee),
+                                     time_end=data.get("time_end"), source="notify", record=record)
+    if verdict in payments.ACKNOWLEDGED:
+        return True, "OK"
+    return False, verdict

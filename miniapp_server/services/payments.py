@@ -1,0 +1,205 @@
+"""Paying for orders, and the one exactly-once path by which an order becomes paid.
+
+Only WeChat's signed notification or WeChat's own order query reaches
+`apply_payment`; the client's word never does. Every state change is a
+conditional UPDATE inside one transaction (with a row lock on PostgreSQL and an
+IMMEDIATE transaction on SQLite), and a unique `payments.transaction_id`, so
+that any number of copies of one notification, in any number of workers, make
+one transition.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from ..errors import ApiError, conflict
+from ..extensions import db, wechat
+from ..models import Anomaly, Order, OrderStatus, Payment, PaymentNotification, utcnow
+from ..wechat.times import parse_wechat_time, wechat_time
+from ..wechat.errors import PayError
+
+log = logging.getLogger(__name__)
+
+MIN_PAY_WINDOW = timedelta(minutes=6)  # WeChat wants time_expire at least 5 minutes ahead
+PREPAY_REUSE_MARGIN = timedelta(minutes=1)
+
+# What apply_payment concluded; the notify endpoint acknowledges all but the last group.
+PAID = "paid"
+DUPLICATE = "duplicate"
+UNKNOWN_ORDER = "unknown_order"
+ACKNOWLEDGED = {PAID, DUPLICATE, Anomaly.PAID_AFTER_CLOSE.value, Anomaly.DOUBLE_PAYMENT.value}
+
+
+def ensure_payable(order: Order) -> None:
+    if order.status == OrderStatus.PAID.value:
+        raise conflict("order_paid", "this order is already paid")
+    if order.status != OrderStatus.UNPAID.value:
+        raise conflict(f"order_{order.status}", f"this order is {order.status} and cannot be paid")
+    if order.expires_at - utcnow() < MIN_PAY_WINDOW:
+        raise conflict("order_expired", "this order has (nearly) expired; create a new one")
+
+
+def prepay(order: Order, *, trade_type: str, notify_url: str, client_ip: str, openid: str | None = None,
+           product_id: str | None = None) -> Order:
+    """Ask WeChat for a prepay id (reusing one that is still valid) and keep it on the order."""
+    ensure_payable(order)
+    now = utcnow()
+    if order.prepay_id and order.trade_type == trade_type and order.prepay_expires_at \
+            and order.prepay_expires_at > now + PREPAY_REUSE_MARGIN:
+        return order
+    if order.prepay_id and order.trade_type != trade_type:
+        raise conflict("trade_type_conflict",
+                       f"this order is already being paid by {order.trade_type}; create a new order to pay another way")
+    expires = min(order.expires_at, now + timedelta(seconds=current_app.config["PREPAY_TTL"]))
+    order_id, no, total, body = order.id, order.out_trade_no, order.total_fee, order.body
+    db.session.commit()  # never hold a database transaction across a call to WeChat
+    try:
+        answer = wechat.pay.unified_order(
+            trade_type=trade_type, body=body, out_trade_no=no, total_fee=total, spbill_create_ip=client_ip,
+            notify_url=notify_url, openid=openid, product_id=product_id, time_expire=wechat_time(expires),
+        )
+    except PayError as err:
+        _handle_prepay_refusal(order_id, err)
+        raise
+    prepay_id = answer.get("prepay_id")
+    if not prepay_id:
+        raise ApiError(502, "wechat_pay_error", "WeChat Pay answered without a prepay_id")
+    result = db.session.execute(
+        update(Order).where(Order.id == order_id, Order.status == OrderStatus.UNPAID.value).values(
+            prepay_id=prepay_id, trade_type=trade_type, prepay_expires_at=expires,
+            code_url=answer.get("code_url"), client_ip=client_ip[:45], updated_at=utcnow()),
+        execution_options={"synchronize_session": False},
+    )
+    db.session.commit()
+    order = db.session.get(Order, order_id)
+    assert order is not None
+    if result.rowcount != 1:
+        ensure_payable(order)  # it changed state meanwhile: say how
+    return order
+
+
+def _handle_prepay_refusal(order_id: int, err: PayError) -> None:
+    """WeChat's answers that mean the order's state is not what we thought."""
+    order = db.session.get(Order, order_id)
+    if err.code == "ORDERPAID" and order is not None:
+        sync_order(order)  # WeChat says paid: learn the transaction from its order query
+        raise conflict("order_paid", "this order is already paid") from None
+    if err.code == "ORDERCLOSED" and order is not None:
+        mark_closed(order_id)
+        raise conflict("order_closed", "this order is closed at WeChat") from None
+    if err.code in ("OUT_TRADE_NO_USED", "INVALID_REQUEST"):
+        raise conflict("out_trade_no_used", "WeChat already has this order with other details") from None
+
+
+def jsapi_params(order: Order) -> dict[str, str]:
+    assert order.prepay_id
+    return wechat.pay.jsapi_params(order.prepay_id)
+
+
+def mark_closed(order_id: int) -> bool:
+    result = db.session.execute(
+        update(Order).where(Order.id == order_id, Order.status == OrderStatus.UNPAID.value)
+        .values(status=OrderStatus.CLOSED.value, closed_at=utcnow(), updated_at=utcnow()),
+        execution_options={"synchronize_session": False},
+    )
+    db.session.commit()
+    return result.rowcount == 1
+
+
+# -- the exactly-once path ------------------------------------------------------------------------
+
+def apply_payment(*, out_trade_no: str, transaction_id: str, total_fee: int, time_end: str | None, source: str,
+                  record: dict[str, Any] | None = None) -> str:
+    """Apply one payment WeChat vouches for; returns the verdict. Commits (with `record`, if given)."""
+    paid_at = parse_wechat_time(time_end or "") or utcnow()
+    for attempt in range(5):
+        try:
+            verdict = _apply_once(out_trade_no, transaction_id, total_fee, paid_at, source)
+            if record is not None:
+                db.session.add(PaymentNotification(**record, verdict=verdict))
+            db.session.commit()
+            log.info("payment %s for %s via %s: %s", transaction_id, out_trade_no, source, verdict)
+            return verdict
+        except IntegrityError:
+            # A concurrent copy recorded this transaction first; the next pass sees it as a duplicate.
+            db.session.rollback()
+        except OperationalError:
+            db.session.rollback()  # deadlock or lock timeout: try again
+            if attempt == 4:
+                raise
+    raise ApiError(503, "try_again", "could not record the payment; WeChat will retry")
+
+
+def _apply_once(out_trade_no: str, transaction_id: str, total_fee: int, paid_at: datetime, source: str) -> str:
+    order = db.session.execute(
+        db.select(Order).filter_by(out_trade_no=out_trade_no).with_for_update()
+    ).scalar_one_or_none()
+    if order is None:
+        return UNKNOWN_ORDER
+    seen = db.session.execute(db.select(Payment).filter_by(transaction_id=transaction_id)).scalar_one_or_none()
+    if seen is not None:
+        return seen.anomaly or DUPLICATE
+    if total_fee != order.total_fee:
+        return _anomaly(order, transaction_id, total_fee, paid_at, source, Anomaly.AMOUNT_MISMATCH,
+                        f"paid {total_fee} fen for an order of {order.total_fee} fen")
+    if order.status == OrderStatus.UNPAID.value:
+        moved = db.session.execute(
+            update(Order).where(Order.id == order.id, Order.status == OrderStatus.UNPAID.value)
+            .values(status=OrderStatus.PAID.value, transaction_id=transaction_id, paid_at=paid_at, updated_at=utcnow()),
+            execution_options={"synchronize_session": False},
+        ).rowcount
+        if moved == 1:
+            db.session.add(Payment(order_id=order.id, transaction_id=transaction_id, total_fee=total_fee,
+                                   time_end=paid_at, source=source))
+            db.session.expire(order)
+            return PAID
+        db.session.refresh(order)
+    if order.status == OrderStatus.CLOSED.value:
+        return _anomaly(order, transaction_id, total_fee, paid_at, source, Anomaly.PAID_AFTER_CLOSE,
+                        "paid after the order was closed")
+    return _anomaly(order, transaction_id, total_fee, paid_at, source, Anomaly.DOUBLE_PAYMENT,
+                    f"second payment; the order was paid by {order.transaction_id}")
+
+
+def _anomaly(order: Order, transaction_id: str, total_fee: int, paid_at: datetime, source: str, kind: Anomaly,
+             detail: str) -> str:
+    """Record a payment an operator must look at (and usually refund); the order's status stays."""
+    db.session.add(Payment(order_id=order.id, transaction_id=transaction_id, total_fee=total_fee, time_end=paid_at,
+                           source=source, anomaly=kind.value))
+    if not order.anomaly:
+        order.anomaly = kind.value
+    order.anomaly_detail = ((order.anomaly_detail + "; ") if order.anomaly_detail else "") + \
+        f"{kind.value}: {detail} (transaction {transaction_id})"
+    order.anomaly_detail = order.anomaly_detail[:255]
+    log.warning("payment anomaly on %s: %s", order.out_trade_no, kind.value)
+    return kind.value
+
+
+# -- asking WeChat -----------------------------------------------------------------------------------
+
+def sync_order(order: Order) -> Order:
+    """Ask WeChat (order query) and apply what it says through the same path as a notification."""
+    order_id, no = order.id, order.out_trade_no
+    db.session.commit()
+    try:
+        answer = wechat.pay.order_query(out_trade_no=no)
+    except PayError as err:
+        if err.code == "ORDERNOTEXIST":  # never reached WeChat: nothing to learn
+            return db.session.get(Order, order_id)  # type: ignore[return-value]
+        raise
+    state = answer.get("trade_state")
+    if state in ("SUCCESS", "REFUND") and answer.get("transaction_id"):
+        fee = answer.get("total_fee", "")
+        apply_payment(out_trade_no=no, transaction_id=answer["transaction_id"],
+                      total_fee=int(fee) if fee.isdigit() else -1, time_end=answer.get("time_end"), source="query")
+    elif state in ("CLOSED", "REVOKED", "PAYERROR"):
+        mark_closed(order_id)
+    fresh = db.session.get(Order, order_id)
+    db.session.refresh(fresh)
+    return fresh  # type: ignore[return-value]

@@ -1,0 +1,40 @@
+"""What `flask shell` opens with: the database, the models, `select`, and order helpers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from . import models
+from .extensions import db
+from .models import Order, OrderItem, Payment, PaymentNotification, Product, Refund, User, utcnow
+
+
+def find_order(out_trade_no: str) -> Order | None:
+    """The order with this out_trade_no, or None."""
+    return db.session.execute(select(Order).filter_by(out_trade_no=out_trade_no)).scalar_one_or_none()
+
+
+def user_orders(user: int | str, limit: int = 20) -> list[Order]:
+    """A user's newest orders, by user id or openid."""
+    query = select(Order).join(User).order_by(Order.created_at.desc()).limit(limit)
+    query = query.where(User.id == user) if isinstance(user, int) else query.where(User.openid == user)
+    return list(db.session.execute(query).scalars())
+
+
+def recent_anomalies(days: int = 7) -> list[Order]:
+    """Orders flagged for an operator in the last `days` days."""
+    since = utcnow() - timedelta(days=days)
+    return list(db.session.execute(
+        select(Order).where(Order.anomaly.is_not(None), Order.updated_at >= since).order_by(Order.updated_at.desc())
+    ).scalars())
+
+
+def shell_context() -> dict:
+    return {
+        "db": db, "select": select, "models": models,
+        "User": User, "Product": Product, "Order": Order, "OrderItem": OrderItem, "Payment": Payment,
+        "PaymentNotification": PaymentNotification, "Refund": Refund,
+        "find_order": find_order, "user_orders": user_orders, "recent_anomalies": recent_anomalies,
+    }

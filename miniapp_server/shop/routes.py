@@ -1,0 +1,54 @@
+"""The mini-program's shop API: products, orders, and paying for them."""
+
+from flask import current_app, g, request, url_for
+
+from ..auth.guard import login_required
+from ..http_utils import int_arg, json_body
+from ..services import orders, payments
+from . import bp
+
+
+def notify_url() -> str:
+    return current_app.config["WECHAT_NOTIFY_URL"] or url_for("pay.notify", _external=True)
+
+
+@bp.get("/products")
+def products():
+    return {"items": [p.to_dict() for p in orders.list_products()]}
+
+
+@bp.post("/orders")
+@login_required
+def create_order():
+    order = orders.create_order(g.session.user_id, json_body().get("items"))
+    return order.to_dict(), 201
+
+
+@bp.get("/orders")
+@login_required
+def list_orders():
+    page = int_arg("page", 1, 1, 10_000)
+    per_page = int_arg("per_page", 10, 1, 50)
+    return orders.list_own_orders(g.session.user_id, page, per_page)
+
+
+@bp.get("/orders/<out_trade_no>")
+@login_required
+def get_order(out_trade_no: str):
+    return orders.get_own_order(g.session.user_id, out_trade_no).to_dict()
+
+
+@bp.post("/orders/<out_trade_no>/pay")
+@login_required
+def pay(out_trade_no: str):
+    order = orders.get_own_order(g.session.user_id, out_trade_no)
+    order = payments.prepay(order, trade_type="JSAPI", openid=g.session.openid, notify_url=notify_url(),
+                            client_ip=request.remote_addr or "127.0.0.1")
+    return payments.jsapi_params(order)
+
+
+@bp.post("/orders/<out_trade_no>/sync")
+@login_required
+def sync(out_trade_no: str):
+    order = orders.get_own_order(g.session.user_id, out_trade_no)
+    return payments.sync_order(order).to_dict()

@@ -1,0 +1,183 @@
+"""The WeChat Pay v2 client (after wechatpy's `pay/__init__.py`): one pooled session,
+every request signed, every answer's signature checked, every failure a typed error.
+
+Neither the API key nor the string that is signed is ever logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import requests
+
+from ..errors import NotificationRejected, PayError, SignatureError, WeChatUnavailable
+from . import signing, xmlcodec
+
+log = logging.getLogger(__name__)
+
+# err_codes after which the same request may succeed later.
+RETRYABLE = {"SYSTEMERROR", "BANKERROR", "USERPAYING", "FREQUENCY_LIMITED"}
+
+# Called after every exchange: (path, request fields, answer fields or None, outcome, seconds).
+ExchangeHook = Callable[[str, Mapping[str, str], Mapping[str, str] | None, str, float], None]
+
+
+@dataclass(frozen=True)
+class PayCredentials:
+    appid: str
+    mch_id: str
+    api_key: str
+    sign_type: str = signing.MD5
+
+    def __repr__(self) -> str:
+        return f"PayCredentials(appid={self.appid!r}, mch_id={self.mch_id!r}, sign_type={self.sign_type!r})"
+
+
+class PayClient:
+    def __init__(self, creds: PayCredentials, base: str, session: requests.Session,
+                 cert: tuple[str, str] | None = None, on_exchange: ExchangeHook | None = None) -> None:
+        if creds.sign_type not in signing.SIGN_TYPES:
+            raise ValueError("sign_type must be MD5 or HMAC-SHA256")
+        self.creds = creds
+        self.base = base.rstrip("/")
+        self.http = session
+        self.cert = cert
+        self.on_exchange = on_exchange
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def signed(self, params: Mapping[str, Any]) -> dict[str, str]:
+        """`params` with appid, mch_id, nonce_str, sign_type and sign added."""
+        data = {k: str(v) for k, v in params.items() if v is not None and str(v) != ""}
+        data.setdefault("appid", self.creds.appid)
+        data.setdefault("mch_id", self.creds.mch_id)
+        data.setdefault("nonce_str", signing.nonce())
+        if self.creds.sign_type != signing.MD5:
+            data["sign_type"] = self.creds.sign_type
+        data["sign"] = signing.sign(data, self.creds.api_key, self.creds.sign_type)
+        return data
+
+    def _request(self, path: str, params: Mapping[str, Any], use_cert: bool = False) -> dict[str, str]:
+        data = self.signed(params)
+        started = time.perf_counter()
+        answer: dict[str, str] | None = None
+        outcome = "ok"
+        try:
+            try:
+                resp = self.http.post(self.base + path, data=xmlcodec.dumps(data),
+                                      headers={"Content-Type": "text/xml; charset=utf-8"},
+                                      cert=self.cert if use_cert else None)
+            except requests.RequestException as exc:
+                raise WeChatUnavailable(f"no answer from WeChat Pay ({type(exc).__name__})") from None
+            if resp.status_code >= 500:
+                raise WeChatUnavailable(f"WeChat Pay answered HTTP {resp.status_code}")
+            try:
+                answer = xmlcodec.loads(resp.content)
+            except xmlcodec.XMLError as exc:
+                raise WeChatUnavailable(f"WeChat Pay answered something unreadable: {exc}") from None
+            self._check(answer)
+            return answer
+        except (WeChatUnavailable, PayError, SignatureError) as exc:
+            outcome = f"{type(exc).__name__}:{exc.code or ''}"
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            log.info("wechat pay %s outcome=%s %.1fms", path, outcome, elapsed * 1000)
+            if self.on_exchange:
+                self.on_exchange(path, data, answer, outcome, elapsed)
+
+    def _check(self, answer: dict[str, str]) -> None:
+        if answer.get("return_code") != "SUCCESS":
+            raise PayError(answer.get("return_msg") or "return_code FAIL", answer.get("return_code") or "FAIL", answer)
+        # An answer that claims success must prove it came from WeChat.
+        sign_type = answer.get("sign_type") or self.creds.sign_type
+        if not signing.verify(answer, self.creds.api_key, sign_type):
+            raise SignatureError("WeChat Pay's answer has a bad signature", "SIGNERROR", None)
+        if answer.get("result_code") == "FAIL":
+            err = PayError(answer.get("err_code_des") or "result_code FAIL", answer.get("err_code") or "FAIL", answer)
+            err.should_retry = err.code in RETRYABLE
+            raise err
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    def unified_order(self, *, trade_type: str, body: str, out_trade_no: str, total_fee: int,
+                      spbill_create_ip: str, notify_url: str, openid: str | None = None,
+                      product_id: str | None = None, time_expire: str | None = None,
+                      attach: str | None = None) -> dict[str, str]:
+        if not isinstance(total_fee, int) or isinstance(total_fee, bool) or total_fee <= 0:
+            raise ValueError("total_fee must be a positive integer in fen")
+        return self._request("/pay/unifiedorder", {
+            "body": body, "out_trade_no": out_trade_no, "total_fee": total_fee, "fee_type": "CNY",
+            "spbill_create_ip": spbill_create_ip, "notify_url": notify_url, "trade_type": trade_type,
+            "openid": openid, "product_id": product_id, "time_expire": time_expire, "attach": attach,
+        })
+
+    def order_query(self, out_trade_no: str | None = None, transaction_id: str | None = None) -> dict[str, str]:
+        if not (out_trade_no or transaction_id):
+            raise ValueError("order_query needs out_trade_no or transaction_id")
+        return self._request("/pay/orderquery", {"out_trade_no": out_trade_no, "transaction_id": transaction_id})
+
+    def close_order(self, out_trade_no: str) -> dict[str, str]:
+        return self._request("/pay/closeorder", {"out_trade_no": out_trade_no})
+
+    def refund(self, *, out_trade_no: str, out_refund_no: str, total_fee: int, refund_fee: int,
+               notify_url: str | None = None, refund_desc: str | None = None) -> dict[str, str]:
+        return self._request("/secapi/pay/refund", {
+            "out_trade_no": out_trade_no, "out_refund_no": out_refund_no, "total_fee": total_fee,
+            "refund_fee": refund_fee, "notify_url": notify_url, "refund_desc": refund_desc,
+        }, use_cert=True)
+
+    # -- what the client and WeChat's callbacks need --------------------------------------------
+
+    def jsapi_params(self, prepay_id: str, timestamp: int | None = None, nonce_str: str | None = None) -> dict[str, str]:
+        """The object `wx.requestPayment` takes, signed a second time with the same key and sign type."""
+        params = {
+            "appId": self.creds.appid,
+            "timeStamp": str(timestamp if timestamp is not None else int(time.time())),
+            "nonceStr": nonce_str or signing.nonce(),
+            "package": f"prepay_id={prepay_id}",
+            "signType": self.creds.sign_type,
+        }
+        params["paySign"] = signing.sign(params, self.creds.api_key, self.creds.sign_type)
+        return params
+
+    def app_params(self, prepay_id: str, timestamp: int | None = None, nonce_str: str | None = None) -> dict[str, str]:
+        """The parameters the APP SDK's PayReq takes, signed a second time."""
+        params = {
+            "appid": self.creds.appid,
+            "partnerid": self.creds.mch_id,
+            "prepayid": prepay_id,
+            "package": "Sign=WXPay",
+            "noncestr": nonce_str or signing.nonce(),
+            "timestamp": str(timestamp if timestamp is not None else int(time.time())),
+        }
+        params["sign"] = signing.sign(params, self.creds.api_key, self.creds.sign_type)
+        return params
+
+    def parse_notification(self, body: bytes) -> dict[str, str]:
+        """A payment notification's fields once its signature and merchant check out."""
+        try:
+            data = xmlcodec.loads(body)
+        except xmlcodec.XMLError as exc:
+            raise NotificationRejected(str(exc), "bad_xml") from None
+        if data.get("return_code") != "SUCCESS":
+            raise NotificationRejected("return_code is not SUCCESS", "return_fail", data)
+        sign_type = data.get("sign_type") or self.creds.sign_type
+        if sign_type not in signing.SIGN_TYPES or not signing.verify(data, self.creds.api_key, sign_type):
+            raise NotificationRejected("signature does not verify", "bad_signature", data)
+        if data.get("appid") != self.creds.appid or data.get("mch_id") != self.creds.mch_id:
+            raise NotificationRejected("appid or mch_id is not ours", "wrong_merchant", data)
+        return data
+
+
+ACK_SUCCESS = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>"
+
+
+def ack(ok: bool, message: str = "OK") -> bytes:
+    """WeChat's answer to a notification: exactly the contract's bytes on success."""
+    if ok:
+        return ACK_SUCCESS
+    return xmlcodec.dumps({"return_code": "FAIL", "return_msg": message})

@@ -1,0 +1,54 @@
+"""WeChat Pay's flat `<xml>` documents, written escaped and read defensively.
+
+Reading refuses DTDs and entities (billion laughs, external entities) and bodies over
+a size limit, and flattens the document to a `dict[str, str]`.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import xmltodict
+from xml.parsers.expat import ExpatError
+
+MAX_BODY = 1024 * 1024  # 1 MB: WeChat's documents are a few hundred bytes
+
+
+class XMLError(ValueError):
+    """The body is not a flat WeChat `<xml>` document we are willing to read."""
+
+
+def dumps(params: Mapping[str, object]) -> bytes:
+    body = {"xml": {k: str(v) for k, v in params.items() if v is not None}}
+    return xmltodict.unparse(body, full_document=False).encode("utf-8")
+
+
+def loads(body: bytes | str, max_size: int = MAX_BODY) -> dict[str, str]:
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    if not body or not body.strip():
+        raise XMLError("empty body")
+    if len(body) > max_size:
+        raise XMLError("body too large")
+    if b"<!DOCTYPE" in body.upper() or b"<!ENTITY" in body.upper():
+        raise XMLError("DTDs and entities are refused")
+    try:
+        doc = xmltodict.parse(body, disable_entities=True)
+    except (ExpatError, ValueError) as exc:
+        raise XMLError(f"not well-formed XML ({type(exc).__name__})") from None
+    root = doc.get("xml") if isinstance(doc, dict) else None
+    if root is None:
+        raise XMLError("root element is not <xml>")
+    if not isinstance(root, dict):
+        raise XMLError("<xml> has no fields")
+    flat: dict[str, str] = {}
+    for key, value in root.items():
+        if key.startswith("@"):
+            continue
+        if value is None:
+            flat[key] = ""
+        elif isinstance(value, str):
+            flat[key] = value
+        else:
+            raise XMLError(f"field {key!r} is not a plain value")
+    return flat

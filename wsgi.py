@@ -1,0 +1,3 @@
+from miniapp_server import create_app
+
+app = create_app()
