@@ -1,0 +1,47 @@
+"""The XML codec: what it writes is escaped; what it reads is defended."""
+
+import pytest
+
+from miniapp_server.wechat.pay import xmlcodec
+
+
+def test_round_trip_escapes_markup():
+    doc = {"body": "a<b>&c]]></xml>", "total_fee": 1}
+    raw = xmlcodec.dumps(doc)
+    assert b"<b>" not in raw and raw.count(b"</xml>") == 1
+    assert xmlcodec.loads(raw) == {"body": "a<b>&c]]></xml>", "total_fee": "1"}
+
+
+def test_cdata_and_empty_fields_are_read():
+    raw = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><attach></attach><x>1</x></xml>"
+    assert xmlcodec.loads(raw) == {"return_code": "SUCCESS", "attach": "", "x": "1"}
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<xml><a>&lol3;</a></xml>"""
+XXE = b"""<?xml version="1.0"?><!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><xml><a>&xxe;</a></xml>"""
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"", "empty"),
+    (b"   \n", "empty"),
+    (b"not xml at all", "well-formed"),
+    (b"<xml><a>1</a>", "well-formed"),
+    (b"<xml><a>1</a></xm", "well-formed"),
+    (BILLION_LAUGHS, "DTD"),
+    (XXE, "DTD"),
+    (b"<root><a>1</a></root>", "root"),
+    (b"<xml><a><b>nested</b></a></xml>", "plain"),
+    (b"<xml>" + b"<a>x</a>" * 200_000 + b"</xml>", "too large"),
+])
+def test_hostile_or_broken_bodies_are_refused(body, reason):
+    with pytest.raises(xmlcodec.XMLError) as err:
+        xmlcodec.loads(body)
+    assert reason.lower() in str(err.value).lower()
+
+
+def test_entity_without_doctype_is_refused():
+    with pytest.raises(xmlcodec.XMLError):
+        xmlcodec.loads(b"<xml><a>&undefined;</a></xml>")
