@@ -21,7 +21,7 @@ def create_app(config: Mapping[str, Any] | None = None, env: Mapping[str, str] |
     """Build the app from the environment; `config` overrides single settings (tests use it)."""
     app = Flask(__name__, instance_relative_config=True)
     if env is None:
-        _load_dotenv()
+        env = {**_dotenv_values(), **os.environ}  # the real environment wins over .env
     cfg = Config.from_env(env, instance_path=app.instance_path)
     for key, value in (config or {}).items():
         setattr(cfg, key, value) if hasattr(cfg, key) else cfg.extra.__setitem__(key, value)
@@ -44,12 +44,12 @@ def create_app(config: Mapping[str, Any] | None = None, env: Mapping[str, str] |
     return app
 
 
-def _load_dotenv() -> None:
-    try:
-        from dotenv import load_dotenv
-    except ImportError:  # pragma: no cover - python-dotenv is in requirements
-        return
-    load_dotenv(override=False)
+def _dotenv_values() -> dict[str, str]:
+    """`.env` from the working directory (or a parent), without touching os.environ."""
+    from dotenv import dotenv_values, find_dotenv
+
+    path = find_dotenv(usecwd=True)
+    return {k: v for k, v in dotenv_values(path).items() if v is not None} if path else {}
 
 
 def _engine_options(url: str) -> dict[str, Any]:
