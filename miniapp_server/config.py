@@ -58,6 +58,7 @@ class Config:
     WECHAT_CERT_PATH: str = ""
     WECHAT_KEY_PATH: str = ""
     # Beyond the contract's table: tuning with safe defaults.
+    WECHAT_TOKEN_ENDPOINT: str = "stable_token"  # or "token" (the classic cgi-bin/token)
     SESSION_TTL: int = 7200  # seconds a login token lives
     LOGIN_RATE_LIMIT: int = 30  # logins per client per minute
     PREPAY_TTL: int = 7200  # WeChat's prepay_id lives two hours
@@ -68,6 +69,7 @@ class Config:
     WECHAT_READ_TIMEOUT: float = 10.0
     PROXY_FIX_HOPS: int = 0  # how many trusted proxies set X-Forwarded-For
     SANDBOX_TIME_SCALE: float = 1.0  # shrinks the notification retry schedule in tests
+    SANDBOX_PREPAY_TTL: int = 7200  # how long the emulator's prepay_id / code_url live; tests shorten it
     EMBEDDED_STORE_PATH: str = ""
     STORE_PREFIX: str = "miniapp:"  # Redis key prefix
     LOG_FORMAT: str = "text"  # text | json
@@ -104,9 +106,14 @@ class Config:
         cfg.WECHAT_SANDBOX = _flag(sandbox_raw) if sandbox_raw not in (None, "") else not cfg.WECHAT_APPID
         cfg.WECHAT_CERT_PATH = env.get("WECHAT_CERT_PATH", "")
         cfg.WECHAT_KEY_PATH = env.get("WECHAT_KEY_PATH", "")
+        cfg.WECHAT_TOKEN_ENDPOINT = env.get("WECHAT_TOKEN_ENDPOINT", "") or cls.WECHAT_TOKEN_ENDPOINT
+        if cfg.WECHAT_TOKEN_ENDPOINT not in ("stable_token", "token"):
+            raise ConfigError("WECHAT_TOKEN_ENDPOINT must be stable_token or token")
         cfg.SESSION_TTL = _int(env, "SESSION_TTL", cls.SESSION_TTL)
         cfg.LOGIN_RATE_LIMIT = _int(env, "LOGIN_RATE_LIMIT", cls.LOGIN_RATE_LIMIT)
         cfg.ORDER_TTL = _int(env, "ORDER_TTL", cls.ORDER_TTL)
+        cfg.PREPAY_TTL = _int(env, "PREPAY_TTL", cls.PREPAY_TTL)
+        cfg.SANDBOX_PREPAY_TTL = _int(env, "SANDBOX_PREPAY_TTL", cls.SANDBOX_PREPAY_TTL)
         cfg.PROXY_FIX_HOPS = _int(env, "PROXY_FIX_HOPS", cls.PROXY_FIX_HOPS)
         cfg.SANDBOX_TIME_SCALE = float(env.get("SANDBOX_TIME_SCALE", "") or 1.0)
         cfg.EMBEDDED_STORE_PATH = env.get("EMBEDDED_STORE_PATH", "") or os.path.join(

@@ -58,11 +58,14 @@ Sender = Callable[[str, bytes], tuple[int, bytes]]
 
 
 class Emulator:
-    def __init__(self, store: Store, merchant: Merchant, sender: Sender, time_scale: float = 1.0) -> None:
+    def __init__(self, store: Store, merchant: Merchant, sender: Sender, time_scale: float = 1.0,
+                 prepay_ttl: float = PREPAY_TTL) -> None:
         self.store = store
         self.merchant = merchant
         self.sender = sender
         self.time_scale = time_scale
+        # WeChat's prepay_id and NATIVE code_url live two hours; tests shorten it to watch a renewal.
+        self.prepay_ttl = prepay_ttl
 
     # -- api.weixin.qq.com ----------------------------------------------------------------------
 
@@ -169,6 +172,8 @@ class Emulator:
             return self._result_fail("PARAM_ERROR", "trade_type参数错误", sign_type)
         if trade_type == "JSAPI" and not data.get("openid"):
             return self._result_fail("PARAM_ERROR", "JSAPI支付必须传openid", sign_type)
+        if trade_type == "NATIVE" and not data.get("product_id"):
+            return self._result_fail("PARAM_ERROR", "NATIVE支付必须传product_id", sign_type)
         if not data["total_fee"].isdigit() or int(data["total_fee"]) <= 0:
             return self._result_fail("PARAM_ERROR", "total_fee参数错误", sign_type)
         if len(data["out_trade_no"]) > 32:
@@ -181,28 +186,33 @@ class Emulator:
         with self._locked(no):
             order = self.load_order(no)
             if order is not None:
+                self._expire_if_due(order)  # past its time_expire the trade is closed, not renewable
                 if order["state"] == "SUCCESS" or order["state"] == "REFUND":
                     return self._result_fail("ORDERPAID", "该订单已支付", sign_type)
                 if order["state"] == "CLOSED":
                     return self._result_fail("ORDERCLOSED", "该订单已关", sign_type)
-                same = all(order[k] == data.get(k, "") for k in ("total_fee", "trade_type", "openid", "body"))
+                same = all(order.get(k, "") == data.get(k, "")
+                           for k in ("total_fee", "trade_type", "openid", "body", "product_id"))
                 if not same:
                     return self._result_fail("INVALID_REQUEST", "201 商户订单号重复", sign_type)
                 if order["prepay_expires"] > time.time():  # the same order again: the same prepay
                     return self._answer(self._prepay_fields(order), sign_type)
+                # The prepay (and code_url) expired but the trade is still open: the same trade gets a
+                # new prepay_id and code_url; the old ones stay dead. Still one trade, one payment.
             order = {
                 "out_trade_no": no, "total_fee": data["total_fee"], "trade_type": trade_type,
                 "openid": data.get("openid", "") or "", "body": data["body"], "notify_url": data["notify_url"],
+                "product_id": data.get("product_id", "") or "",
                 "attach": data.get("attach", ""), "state": "NOTPAY", "transaction_id": "", "time_end": "",
                 "prepay_id": "wx" + now.strftime("%d%H%M%S") + secrets.token_hex(13),
-                "prepay_expires": time.time() + PREPAY_TTL,
+                "prepay_expires": time.time() + self.prepay_ttl,
                 "code_url": "", "time_expire": expire.timestamp() if expire else None,
                 "created": time.time(), "refunds": [], "sign_type": sign_type,
             }
             if trade_type == "NATIVE":
                 order["code_url"] = "weixin://wxpay/bizpayurl?pr=" + secrets.token_urlsafe(9)
-                self.store.set("sandbox:codeurl:" + order["code_url"], no, ttl=CODE_URL_TTL)
-            self.store.set("sandbox:prepay:" + order["prepay_id"], no, ttl=PREPAY_TTL)
+                self.store.set("sandbox:codeurl:" + order["code_url"], no, ttl=min(CODE_URL_TTL, self.prepay_ttl))
+            self.store.set("sandbox:prepay:" + order["prepay_id"], no, ttl=self.prepay_ttl)
             self.save_order(order)
         return self._answer(self._prepay_fields(order), sign_type)
 
@@ -273,9 +283,13 @@ class Emulator:
             given, sign_type = params.get("paySign"), params.get("signType") or signing.MD5
             package = str(params.get("package") or "")
             prepay_id = package[len("prepay_id="):] if package.startswith("prepay_id=") else ""
+            trade_type, ours = "JSAPI", fields["appId"] == self.merchant.appid
         elif "sign" in params and "prepayid" in params:  # APP: the SDK's PayReq
             fields = {k: params.get(k) for k in ("appid", "partnerid", "prepayid", "package", "noncestr", "timestamp")}
             given, sign_type, prepay_id = params.get("sign"), self.merchant.sign_type, str(params.get("prepayid"))
+            trade_type = "APP"
+            ours = fields["appid"] == self.merchant.appid and fields["partnerid"] == self.merchant.mch_id \
+                and fields["package"] == "Sign=WXPay"
         else:
             raise SandboxError(400, "invalid_params", "missing paySign (JSAPI) or sign and prepayid (APP)")
         if any(not isinstance(v, (str, int)) or v == "" for v in fields.values()):
@@ -283,10 +297,12 @@ class Emulator:
         if sign_type not in signing.SIGN_TYPES or not signing.verify({**fields, "sign": given},
                                                                     self.merchant.api_key, sign_type):
             raise SandboxError(400, "bad_pay_sign", "the pay parameters' signature does not verify")
+        if not ours:
+            raise SandboxError(400, "invalid_params", "appid, partnerid or package is not this merchant's")
         no = self.store.get("sandbox:prepay:" + prepay_id)
         if not no:
             raise SandboxError(400, "prepay_expired", "this prepay_id is unknown or has expired")
-        return self.pay_order(no)
+        return self.pay_order(no, presented=("prepay_id", prepay_id, trade_type))
 
     def pay_code_url(self, code_url: object) -> dict[str, Any]:
         if not isinstance(code_url, str) or not code_url:
@@ -294,14 +310,27 @@ class Emulator:
         no = self.store.get("sandbox:codeurl:" + code_url)
         if not no:
             raise SandboxError(400, "code_url_expired", "this code_url is unknown or has expired")
-        return self.pay_order(no)
+        return self.pay_order(no, presented=("code_url", code_url, "NATIVE"))
 
-    def pay_order(self, out_trade_no: str, fee: int | None = None) -> dict[str, Any]:
-        """Mark the order paid at 'WeChat', then notify the merchant (first attempt now, retries later)."""
+    def pay_order(self, out_trade_no: str, fee: int | None = None,
+                  presented: tuple[str, str, str] | None = None) -> dict[str, Any]:
+        """Mark the order paid at 'WeChat', then notify the merchant (first attempt now, retries later).
+
+        `presented` is what the phone holds, (field, value, trade_type): it must be the trade's
+        current prepay_id or code_url, and of the trade's type, as at WeChat.
+        """
         with self._locked(out_trade_no):
             order = self.load_order(out_trade_no)
             if order is None:
                 raise SandboxError(404, "order_not_found", "no such order at the sandbox")
+            if presented is not None:
+                field, value, trade_type = presented
+                if order.get(field) != value:
+                    raise SandboxError(400, f"{field.replace('_id', '')}_expired",
+                                       f"this {field} was replaced by a newer one; it cannot pay any more")
+                if order["trade_type"] != trade_type:
+                    raise SandboxError(400, "trade_type_mismatch",
+                                       f"this is a {order['trade_type']} order; it cannot be paid as {trade_type}")
             self._expire_if_due(order)
             if order["state"] in ("SUCCESS", "REFUND"):
                 raise SandboxError(409, "order_paid", "this order is already paid")

@@ -8,7 +8,7 @@ from ..extensions import store
 from ..wechat.http import make_session
 from ..wechat.pay.signing import SIGN_TYPES
 from . import bp
-from .emulator import Emulator, Merchant, SandboxError
+from .emulator import PREPAY_TTL, Emulator, Merchant, SandboxError
 from .transport import WSGIAdapter
 
 
@@ -33,7 +33,8 @@ def emulator() -> Emulator:
         sign_type = cfg["WECHAT_SIGN_TYPE"] if cfg["WECHAT_SIGN_TYPE"] in SIGN_TYPES else "MD5"
         merchant = Merchant(cfg["WECHAT_APPID"], cfg["WECHAT_APPSECRET"], cfg["WECHAT_MCH_ID"], cfg["WECHAT_PAY_KEY"],
                             sign_type)
-        emu = app.extensions["sandbox"] = Emulator(store.backend, merchant, send, cfg["SANDBOX_TIME_SCALE"])
+        emu = app.extensions["sandbox"] = Emulator(store.backend, merchant, send, cfg["SANDBOX_TIME_SCALE"],
+                                                   prepay_ttl=cfg.get("SANDBOX_PREPAY_TTL") or PREPAY_TTL)
     return emu
 
 

@@ -56,13 +56,18 @@ def prepay(order: Order, *, trade_type: str, notify_url: str, client_ip: str, op
     if order.prepay_id and order.trade_type != trade_type:
         raise conflict("trade_type_conflict",
                        f"this order is already being paid by {order.trade_type}; create a new order to pay another way")
+    # The prepay_id (and a NATIVE code_url) lives PREPAY_TTL; the trade itself lives until the order's own
+    # deadline, which is what time_expire tells WeChat. Sending the same time_expire every time keeps a
+    # repeated unified order identical, so that once a prepay has expired WeChat gives the *same* trade a
+    # fresh prepay_id / code_url instead of refusing it (see services/native.py).
     expires = min(order.expires_at, now + timedelta(seconds=current_app.config["PREPAY_TTL"]))
     order_id, no, total, body = order.id, order.out_trade_no, order.total_fee, order.body
+    old_prepay_id, old_expires = order.prepay_id, order.prepay_expires_at
     db.session.commit()  # never hold a database transaction across a call to WeChat
     try:
         answer = wechat.pay.unified_order(
             trade_type=trade_type, body=body, out_trade_no=no, total_fee=total, spbill_create_ip=client_ip,
-            notify_url=notify_url, openid=openid, product_id=product_id, time_expire=wechat_time(expires),
+            notify_url=notify_url, openid=openid, product_id=product_id, time_expire=wechat_time(order.expires_at),
         )
     except PayError as err:
         _handle_prepay_refusal(order_id, err)
@@ -70,6 +75,8 @@ def prepay(order: Order, *, trade_type: str, notify_url: str, client_ip: str, op
     prepay_id = answer.get("prepay_id")
     if not prepay_id:
         raise ApiError(502, "wechat_pay_error", "WeChat Pay answered without a prepay_id")
+    if prepay_id == old_prepay_id and old_expires is not None:
+        expires = old_expires  # WeChat handed back the prepay it already gave: its life was not extended
     result = db.session.execute(
         update(Order).where(Order.id == order_id, Order.status == OrderStatus.UNPAID.value).values(
             prepay_id=prepay_id, trade_type=trade_type, prepay_expires_at=expires,
