@@ -14,6 +14,7 @@ from .store import Store, make_store
 from .wechat.http import make_session
 from .wechat.miniapp import MiniAppClient
 from .wechat.pay.client import PayClient, PayCredentials
+from .wechat.token import AccessTokenManager
 
 OFFICIAL_API_BASE = "https://api.weixin.qq.com"
 OFFICIAL_PAY_BASE = "https://api.mch.weixin.qq.com"
@@ -39,6 +40,7 @@ class WeChatState:
     miniapp: MiniAppClient
     pay: PayClient
     in_app_sandbox: bool
+    access_token: AccessTokenManager
 
 
 class WeChatExtension:
@@ -58,10 +60,14 @@ class WeChatExtension:
             pass  # a sandbox in its own process: plain HTTP to the bases given
         cert = (cfg["WECHAT_CERT_PATH"], cfg["WECHAT_KEY_PATH"]) if cfg["WECHAT_CERT_PATH"] else None
         creds = PayCredentials(cfg["WECHAT_APPID"], cfg["WECHAT_MCH_ID"], cfg["WECHAT_PAY_KEY"], cfg["WECHAT_SIGN_TYPE"])
+        miniapp = MiniAppClient(cfg["WECHAT_APPID"], cfg["WECHAT_APPSECRET"], api_base, session,
+                                token_endpoint=cfg.get("WECHAT_TOKEN_ENDPOINT", "stable_token"))
         app.extensions["wechat"] = WeChatState(
-            miniapp=MiniAppClient(cfg["WECHAT_APPID"], cfg["WECHAT_APPSECRET"], api_base, session),
+            miniapp=miniapp,
             pay=PayClient(creds, pay_base, session, cert=cert),
             in_app_sandbox=in_app,
+            # One token for every worker: cached in the store (bound before us in register_extensions).
+            access_token=AccessTokenManager(app.extensions["store"], miniapp.fetch_access_token, cfg["WECHAT_APPID"]),
         )
 
     @property
@@ -75,3 +81,8 @@ class WeChatExtension:
     @property
     def pay(self) -> PayClient:
         return self.state.pay
+
+    @property
+    def access_token(self) -> AccessTokenManager:
+        """`wechat.access_token.call(lambda token: ...)`: the shared token, refreshed once on 40001/42001."""
+        return self.state.access_token

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from ..store import Store
 from ..wechat.pay import signing, xmlcodec
 from ..wechat.times import china_now, parse_wechat_time, wechat_time
+from .tokens import TokenAuthority
 
 PREPAY_TTL = 7200
 CODE_URL_TTL = 7200
@@ -91,17 +92,19 @@ class Emulator:
             return {"errcode": errcode, "errmsg": errmsg}
         return {"openid": self.openid_for(code), "session_key": base64.b64encode(secrets.token_bytes(16)).decode()}
 
+    # Access tokens and the calls that need one live in tokens.py.
+    @property
+    def tokens(self) -> TokenAuthority:
+        return TokenAuthority(self.store, self.merchant.appid, self.merchant.secret, self._count)
+
     def access_token(self, args: dict[str, str]) -> dict[str, Any]:
-        self._count("token")
-        if args.get("grant_type") != "client_credential":
-            return {"errcode": 40002, "errmsg": "invalid grant_type"}
-        if args.get("appid") != self.merchant.appid:
-            return {"errcode": 40013, "errmsg": "invalid appid"}
-        if not secrets.compare_digest(args.get("secret", "").encode(), self.merchant.secret.encode()):
-            return {"errcode": 40125, "errmsg": "invalid appsecret"}
-        token = secrets.token_urlsafe(48)
-        self.store.set("sandbox:access_token", token, ttl=7200)
-        return {"access_token": token, "expires_in": 7200}
+        return self.tokens.token(args)
+
+    def stable_token(self, body: object) -> dict[str, Any]:
+        return self.tokens.stable_token(body)
+
+    def getuserphonenumber(self, access_token: str, body: object) -> dict[str, Any]:
+        return self.tokens.getuserphonenumber(access_token, body)
 
     def _count(self, name: str) -> None:
         self.store.incr(f"sandbox:calls:{name}", ttl=ORDER_TTL)

@@ -59,6 +59,17 @@ def cgi_token():
     return emulator().access_token(request.args.to_dict())
 
 
+@bp.post("/cgi-bin/stable_token")
+def cgi_stable_token():
+    return emulator().stable_token(request.get_json(silent=True, force=True))
+
+
+@bp.post("/wxa/business/getuserphonenumber")
+def getuserphonenumber():
+    return emulator().getuserphonenumber(request.args.get("access_token", ""),
+                                         request.get_json(silent=True, force=True))
+
+
 @bp.post("/pay/unifiedorder")
 def unifiedorder():
     return _xml(emulator().unifiedorder(request.get_data()))
@@ -98,4 +109,16 @@ def control_notifications():
 def control_calls():
     emu = emulator()
     return {name: emu.call_count(name) for name in ("jscode2session", "token", "unifiedorder", "orderquery",
-                                                    "closeorder")}
+                                                    "closeorder", "stable_token", "getuserphonenumber")}
+
+
+@bp.post("/control/revoke-token")
+def control_revoke_token():
+    """Retire the current access tokens (or `access_token`): their next use answers 40001, or 42001
+    with `{"reason": "expired"}`. Stands in for a token that died at WeChat before our cache noticed."""
+    body = request.get_json(silent=True, force=True)
+    body = body if isinstance(body, dict) else {}
+    reason, token = body.get("reason", "revoked"), body.get("access_token")
+    if reason not in ("revoked", "expired") or not isinstance(token, (str, type(None))):
+        raise SandboxError(400, "invalid_params", 'send {"reason": "revoked"|"expired", "access_token"?: "..."}')
+    return emulator().tokens.revoke(token, reason)

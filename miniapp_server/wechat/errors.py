@@ -46,7 +46,7 @@ class RateLimited(WeChatError):
 
 
 class InvalidCredential(WeChatError):
-    """The access token is invalid or expired (40001, 42001): fetch a new one."""
+    """The access token is invalid, malformed or expired (40001, 40014, 42001): fetch a new one."""
 
     api_code = "wechat_credential_invalid"
 
@@ -78,6 +78,6 @@ def for_errcode(errcode: int, errmsg: str, raw: object = None) -> WeChatError:
         return RateLimited(errmsg or "api minute-quota reach limit", errcode, raw)
     if errcode == -1:
         return WeChatUnavailable(errmsg or "system error", errcode, raw)
-    if errcode in (40001, 42001):
+    if errcode in (40001, 40014, 42001):
         return InvalidCredential(errmsg or "invalid credential", errcode, raw)
     return WeChatError(errmsg or "wechat error", errcode, raw)

@@ -1,9 +1,10 @@
-"""api.weixin.qq.com calls for the mini-program: code2session."""
+"""api.weixin.qq.com calls for the mini-program: code2session, the access_token, phone numbers."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import requests
 
@@ -22,16 +23,42 @@ class Session:
         return f"Session(openid={self.openid!r}, unionid={self.unionid!r})"
 
 
+@dataclass(frozen=True)
+class AccessToken:
+    """An access_token as WeChat gave it: the value and how many seconds it lives from the asking."""
+
+    value: str = field(repr=False)  # a credential: keep it out of reprs and logs
+    expires_in: int
+
+    def __repr__(self) -> str:
+        return f"AccessToken(expires_in={self.expires_in})"
+
+
+# Which WeChat call gives access tokens: `stable_token` (the default; it does not invalidate tokens
+# that other holders of the same appid fetched) or the classic `token`.
+TOKEN_ENDPOINTS = ("stable_token", "token")
+
+
 class MiniAppClient:
-    def __init__(self, appid: str, secret: str, base: str, session: requests.Session) -> None:
+    def __init__(self, appid: str, secret: str, base: str, session: requests.Session,
+                 token_endpoint: str = "stable_token") -> None:
+        if token_endpoint not in TOKEN_ENDPOINTS:
+            raise ValueError(f"token_endpoint must be one of {TOKEN_ENDPOINTS}")
         self.appid = appid
         self._secret = secret
         self.base = base.rstrip("/")
         self.http = session
+        self.token_endpoint = token_endpoint
 
     def _get_json(self, path: str, params: dict[str, str]) -> dict:
+        return self._call("GET", path, params=params)
+
+    def _post_json(self, path: str, body: dict[str, Any], params: dict[str, str] | None = None) -> dict:
+        return self._call("POST", path, params=params, json=body)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict:
         try:
-            resp = self.http.get(self.base + path, params=params)
+            resp = self.http.request(method, self.base + path, **kwargs)
         except requests.RequestException as exc:
             raise WeChatUnavailable(f"no answer from WeChat ({type(exc).__name__})") from None
         try:
@@ -56,3 +83,32 @@ class MiniAppClient:
             raise WeChatUnavailable("code2session answered without openid or session_key")
         unionid = data.get("unionid")
         return Session(openid=openid, session_key=session_key, unionid=unionid if isinstance(unionid, str) else None)
+
+    def fetch_access_token(self, force_refresh: bool = False) -> AccessToken:
+        """A token straight from WeChat (no cache: use `wechat.token.AccessTokenManager`).
+
+        `force_refresh` only means something to `stable_token`, where it makes WeChat drop the
+        current token and issue a new one (WeChat allows that a few times a day); the classic
+        `token` call issues a new token every time anyway.
+        """
+        if self.token_endpoint == "stable_token":
+            data = self._post_json("/cgi-bin/stable_token", {
+                "grant_type": "client_credential", "appid": self.appid, "secret": self._secret,
+                "force_refresh": bool(force_refresh),
+            })
+        else:
+            data = self._get_json("/cgi-bin/token",
+                                  {"grant_type": "client_credential", "appid": self.appid, "secret": self._secret})
+        token, expires_in = data.get("access_token"), data.get("expires_in")
+        if not isinstance(token, str) or not token or not isinstance(expires_in, int) or expires_in <= 0:
+            raise WeChatUnavailable(f"{self.token_endpoint} answered without access_token or expires_in")
+        return AccessToken(token, expires_in)
+
+    def get_phone_number(self, access_token: str, code: str) -> dict[str, Any]:
+        """`phone_info` for the code of a getPhoneNumber button: phoneNumber, purePhoneNumber, countryCode, watermark."""
+        data = self._post_json("/wxa/business/getuserphonenumber", {"code": code},
+                               params={"access_token": access_token})
+        info = data.get("phone_info")
+        if not isinstance(info, dict) or not (info.get("purePhoneNumber") or info.get("phoneNumber")):
+            raise WeChatUnavailable("getuserphonenumber answered without phone_info")
+        return info
