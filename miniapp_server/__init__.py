@@ -80,10 +80,12 @@ def register_blueprints(app: Flask) -> None:
     from .auth import bp as auth_bp
     from .pay import bp as pay_bp
     from .shop import bp as shop_bp
+    from .user import bp as user_bp
 
     app.register_blueprint(auth_bp, url_prefix="/api/auth")
     app.register_blueprint(shop_bp, url_prefix="/api")
     app.register_blueprint(pay_bp, url_prefix="/api/pay")
+    app.register_blueprint(user_bp, url_prefix="/api/user")
     if app.config["WECHAT_SANDBOX"]:
         from .sandbox import bp as sandbox_bp
 
