@@ -97,6 +97,7 @@ class Order(db.Model):
         CheckConstraint("status IN ('unpaid', 'paid', 'closed', 'refunding', 'refunded')", name="status_known"),
         Index("ix_orders_user_created", "user_id", "created_at"),
         Index("ix_orders_status_created", "status", "created_at"),
+        Index("ix_orders_status_expires", "status", "expires_at"),  # reconcile: unpaid orders past their time
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -209,26 +210,42 @@ class PaymentNotification(db.Model):
                 "result_code": self.result_code, "verdict": self.verdict, "detail": self.detail}
 
 
+class RefundStatus(str, enum.Enum):
+    PENDING = "pending"  # stored, WeChat has not (knowingly) accepted it: resubmit with the same out_refund_no
+    PROCESSING = "processing"  # WeChat accepted it; its notification (or a refund query) settles it
+    SUCCESS = "success"
+    FAILED = "failed"  # WeChat refused or closed it; its amount is free again
+
+
 class Refund(db.Model):
+    """One refund of one WeChat transaction (the order's own payment or an anomalous one)."""
+
     __tablename__ = "refunds"
-    __table_args__ = (CheckConstraint("refund_fee > 0", name="refund_positive"),)
+    __table_args__ = (
+        CheckConstraint("refund_fee > 0", name="refund_positive"),
+        CheckConstraint("status IN ('pending', 'processing', 'success', 'failed')", name="status_known"),
+        Index("ix_refunds_status_created", "status", "created_at"),  # reconcile: refunds left unsettled
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
     out_refund_no: Mapped[str] = mapped_column(String(64), unique=True)
     refund_id: Mapped[str | None] = mapped_column(String(32))
-    transaction_id: Mapped[str | None] = mapped_column(String(32))
+    transaction_id: Mapped[str | None] = mapped_column(String(32), index=True)
     refund_fee: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | processing | success | failed
+    status: Mapped[str] = mapped_column(String(16), default=RefundStatus.PENDING.value)
     reason: Mapped[str | None] = mapped_column(String(80))
+    failure: Mapped[str | None] = mapped_column(String(128))  # WeChat's err_code or refund_status when it failed
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     succeeded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     order: Mapped[Order] = relationship(back_populates="refunds")
 
     def to_dict(self) -> dict:
         return {"out_refund_no": self.out_refund_no, "refund_id": self.refund_id, "refund_fee": self.refund_fee,
-                "status": self.status, "reason": self.reason, "created_at": self.created_at.isoformat(),
+                "transaction_id": self.transaction_id, "status": self.status, "reason": self.reason,
+                "failure": self.failure, "created_at": self.created_at.isoformat(),
                 "succeeded_at": self.succeeded_at.isoformat() if self.succeeded_at else None}
 
 
@@ -244,6 +261,11 @@ class WeChatExchange(db.Model):
     out_trade_no: Mapped[str | None] = mapped_column(String(64), index=True)
     outcome: Mapped[str] = mapped_column(String(64))
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
-    request_id: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64), index=True)  # follows a payment from /pay on
     request: Mapped[str | None] = mapped_column(Text)
     response: Mapped[str | None] = mapped_column(Text)
+
+    def to_dict(self) -> dict:
+        return {"at": self.at.isoformat(), "direction": self.direction, "path": self.path,
+                "out_trade_no": self.out_trade_no, "outcome": self.outcome, "duration_ms": self.duration_ms,
+                "request_id": self.request_id, "request": self.request, "response": self.response}
