@@ -85,6 +85,9 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_bp, url_prefix="/api/auth")
     app.register_blueprint(shop_bp, url_prefix="/api")
     app.register_blueprint(pay_bp, url_prefix="/api/pay")
+    from .checkout import bp as checkout_bp
+
+    app.register_blueprint(checkout_bp, url_prefix="/pay")
     app.register_blueprint(user_bp, url_prefix="/api/user")
     if app.config["WECHAT_SANDBOX"]:
         from .sandbox import bp as sandbox_bp

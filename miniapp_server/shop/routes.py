@@ -4,7 +4,7 @@ from flask import current_app, g, request, url_for
 
 from ..auth.guard import login_required
 from ..http_utils import int_arg, json_body
-from ..services import orders, payments
+from ..services import app_pay, native, orders, payments
 from . import bp
 
 
@@ -45,6 +45,26 @@ def pay(out_trade_no: str):
     order = payments.prepay(order, trade_type="JSAPI", openid=g.session.openid, notify_url=notify_url(),
                             client_ip=request.remote_addr or "127.0.0.1")
     return payments.jsapi_params(order)
+
+
+@bp.post("/orders/<out_trade_no>/native")
+@login_required
+def native_pay(out_trade_no: str):
+    from ..checkout import links  # the checkout blueprint signs the links to the QR image and page
+
+    order = orders.get_own_order(g.session.user_id, out_trade_no)
+    order = native.start(order, notify_url=notify_url(), client_ip=request.remote_addr or "127.0.0.1")
+    token = links.sign(order.out_trade_no)
+    return {"code_url": order.code_url, "qrcode_url": links.qrcode_url(order, token),
+            "checkout_url": links.checkout_url(order.out_trade_no, token),
+            "expires_at": order.prepay_expires_at.isoformat() if order.prepay_expires_at else None}
+
+
+@bp.post("/orders/<out_trade_no>/app-pay")
+@login_required
+def app_pay_params(out_trade_no: str):
+    order = orders.get_own_order(g.session.user_id, out_trade_no)
+    return app_pay.start(order, notify_url=notify_url(), client_ip=request.remote_addr or "127.0.0.1")
 
 
 @bp.post("/orders/<out_trade_no>/sync")
