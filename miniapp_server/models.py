@@ -118,6 +118,9 @@ class Order(db.Model):
     anomaly: Mapped[str | None] = mapped_column(String(32), index=True)
     anomaly_detail: Mapped[str | None] = mapped_column(String(255))
     client_ip: Mapped[str | None] = mapped_column(String(45))
+    # The id of the request that opened the trade at WeChat, sent as `attach` on every unified order for
+    # it (so a renewal stays identical) and echoed by WeChat in the notification: it follows the payment.
+    pay_request_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
