@@ -145,3 +145,16 @@ def close(out_trade_no: str, as_json: bool) -> None:
         sys.exit(1)
 
 
+@orders.command("checkout-link")
+@click.argument("out_trade_no")
+@click.option("--base-url", default="http://127.0.0.1:5000", show_default=True,
+              help="the address customers reach this server at")
+def checkout_link(out_trade_no: str, base_url: str) -> None:
+    """Print a signed link to the order's scan-to-pay checkout page (it expires; see CHECKOUT_LINK_TTL)."""
+    from flask import current_app
+
+    from ..checkout.links import checkout_url
+
+    o = _order_or_exit(out_trade_no)
+    with current_app.test_request_context(base_url=base_url):
+        click.echo(checkout_url(o.out_trade_no))
