@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import ApiError, bad_request
 from ..extensions import db, store, wechat
 from ..models import User, utcnow
+from ..sqlite_tuning import begin_write
 
 MAX_CODE_LENGTH = 128
 
@@ -53,6 +54,7 @@ def check_rate(client: str) -> None:
 def upsert_user(openid: str, unionid: str | None) -> User:
     """The user for this openid, made on first login; safe when two logins race."""
     for _ in range(2):
+        begin_write(db.session)
         user = db.session.execute(db.select(User).filter_by(openid=openid)).scalar_one_or_none()
         if user is None:
             user = User(openid=openid, unionid=unionid, last_login_at=utcnow())

@@ -10,6 +10,7 @@ from sqlalchemy import func
 
 from ..errors import bad_request, not_found
 from ..extensions import db
+from ..sqlite_tuning import begin_write
 from ..models import Order, OrderItem, Product, utcnow
 
 BODY_LIMIT = 120  # WeChat's `body` is at most 128 bytes-ish characters; leave room
@@ -53,6 +54,7 @@ def describe(names: list[str]) -> str:
 
 def create_order(user_id: int, raw_items: Any) -> Order:
     wanted = parse_items(raw_items)
+    begin_write(db.session)
     products = db.session.execute(
         db.select(Product).where(Product.id.in_(wanted), Product.active.is_(True))
     ).scalars().all()

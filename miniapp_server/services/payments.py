@@ -18,8 +18,11 @@ from flask import current_app
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from ..audit import ATTACH_PREFIX
 from ..errors import ApiError, conflict
 from ..extensions import db, wechat
+from ..logging_setup import current_request_id
+from ..sqlite_tuning import begin_write
 from ..models import Anomaly, Order, OrderStatus, Payment, PaymentNotification, utcnow
 from ..wechat.times import parse_wechat_time, wechat_time
 from ..wechat.errors import PayError
@@ -63,11 +66,15 @@ def prepay(order: Order, *, trade_type: str, notify_url: str, client_ip: str, op
     expires = min(order.expires_at, now + timedelta(seconds=current_app.config["PREPAY_TTL"]))
     order_id, no, total, body = order.id, order.out_trade_no, order.total_fee, order.body
     old_prepay_id, old_expires = order.prepay_id, order.prepay_expires_at
+    # WeChat echoes `attach` in its notification: the id of the request that opened the trade follows the
+    # payment there (kept on the order, so that a renewed unified order stays identical).
+    pay_request_id = order.pay_request_id or current_request_id()
     db.session.commit()  # never hold a database transaction across a call to WeChat
     try:
         answer = wechat.pay.unified_order(
             trade_type=trade_type, body=body, out_trade_no=no, total_fee=total, spbill_create_ip=client_ip,
             notify_url=notify_url, openid=openid, product_id=product_id, time_expire=wechat_time(order.expires_at),
+            attach=ATTACH_PREFIX + pay_request_id if pay_request_id else None,
         )
     except PayError as err:
         _handle_prepay_refusal(order_id, err)
@@ -80,7 +87,8 @@ def prepay(order: Order, *, trade_type: str, notify_url: str, client_ip: str, op
     result = db.session.execute(
         update(Order).where(Order.id == order_id, Order.status == OrderStatus.UNPAID.value).values(
             prepay_id=prepay_id, trade_type=trade_type, prepay_expires_at=expires,
-            code_url=answer.get("code_url"), client_ip=client_ip[:45], updated_at=utcnow()),
+            code_url=answer.get("code_url"), client_ip=client_ip[:45], pay_request_id=pay_request_id,
+            updated_at=utcnow()),
         execution_options={"synchronize_session": False},
     )
     db.session.commit()
@@ -144,6 +152,7 @@ def apply_payment(*, out_trade_no: str, transaction_id: str, total_fee: int, tim
 
 
 def _apply_once(out_trade_no: str, transaction_id: str, total_fee: int, paid_at: datetime, source: str) -> str:
+    begin_write(db.session)
     order = db.session.execute(
         db.select(Order).filter_by(out_trade_no=out_trade_no).with_for_update()
     ).scalar_one_or_none()
