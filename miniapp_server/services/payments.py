@@ -23,7 +23,6 @@ from ..errors import ApiError, conflict
 from ..extensions import db, wechat
 from ..logging_setup import current_request_id
 from ..sqlite_tuning import begin_write
-from ..sqlite_tuning import begin_write
 from ..models import Anomaly, Order, OrderStatus, Payment, PaymentNotification, utcnow
 from ..wechat.times import parse_wechat_time, wechat_time
 from ..wechat.errors import PayError
