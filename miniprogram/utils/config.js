@@ -1,0 +1,22 @@
+// The one place that says where the backend is and how the app behaves.
+// Point `baseUrl` at your server: `make run` serves http://127.0.0.1:5000 in sandbox mode;
+// in production use your HTTPS domain, which must also be listed under 开发管理 > 服务器域名 (request 合法域名).
+module.exports = {
+  baseUrl: 'http://127.0.0.1:5000',
+
+  // How to pay once the backend has given the wx.requestPayment object:
+  //   'auto'   - ask the backend (GET /healthz, or the X-WeChat-Sandbox header) whether it is the sandbox;
+  //              a sandbox order cannot be paid on a phone, so pay it through POST /sandbox/control/pay,
+  //              otherwise call wx.requestPayment.
+  //   'wechat' - always wx.requestPayment.
+  payMode: 'auto',
+
+  requestTimeout: 15000, // ms for one wx.request
+
+  // After paying, the result page asks the server until WeChat's notification has made the order `paid`.
+  pollIntervalMs: 1500,
+  pollAttempts: 20,
+  syncAfterAttempts: 4, // then also ask the server to query WeChat (POST /api/orders/<no>/sync), once
+
+  pageSize: 10 // orders per page
+}

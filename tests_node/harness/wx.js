@@ -1,0 +1,238 @@
+// A `wx` for Node: wx.request makes real HTTP calls, wx.login hands out codes, wx.requestPayment pays
+// through the sandbox's control call as the person holding the phone would, and navigation goes to the
+// harness's page stack. Any wx API the shim does not know throws, so page code cannot silently call nothing.
+'use strict'
+const http = require('node:http')
+const https = require('node:https')
+
+function later (fn, ...args) {
+  if (typeof fn === 'function') setImmediate(fn, ...args)
+}
+
+// success/fail/complete as WeChat calls them, asynchronously.
+function reply (opts, ok, res) {
+  later(() => {
+    if (ok && opts.success) opts.success(res)
+    if (!ok && opts.fail) opts.fail(res)
+    if (opts.complete) opts.complete(res)
+  })
+}
+
+function clone (value) {
+  return value === undefined ? undefined : JSON.parse(JSON.stringify(value))
+}
+
+function queryString (data) {
+  return Object.keys(data).map((k) => encodeURIComponent(k) + '=' + encodeURIComponent(data[k] === null ? '' : data[k])).join('&')
+}
+
+// Headers as WeChat hands them to success(): names as the server wrote them.
+function rawHeaders (raw) {
+  const header = {}
+  for (let i = 0; i < raw.length; i += 2) header[raw[i]] = raw[i + 1]
+  return header
+}
+
+function createWx (options = {}) {
+  const shim = {
+    user: options.user || 'node-user', // codes are "<user>#<n>": the sandbox maps them all to one openid
+    wechatBase: options.wechatBase || '', // where "WeChat" (the sandbox) is, for requestPayment
+    payment: options.payment || 'sandbox', // 'sandbox' | 'cancel' | async (params) => ({ ok, errMsg })
+    loginFails: !!options.loginFails,
+    intercept: null, // (req) => void: a test may alter a request on its way out (fault injection)
+    router: options.router || null,
+    authSetting: Object.assign({}, options.authSetting),
+    storage: new Map(Object.entries(options.storage || {}).map(([k, v]) => [k, clone(v)])), // what an earlier run left
+    requests: [], // { method, url, path, body, headers, status, error }
+    logins: 0,
+    payments: [],
+    toasts: [],
+    modals: [],
+    clipboard: '',
+    inflight: 0
+  }
+
+  function request (opts) {
+    const method = String(opts.method || 'GET').toUpperCase()
+    const headers = {}
+    for (const [k, v] of Object.entries(opts.header || {})) headers[k.toLowerCase()] = String(v)
+    if (!headers['content-type']) headers['content-type'] = 'application/json'
+    let url = String(opts.url || '')
+    let body
+    const data = opts.data
+    if (method === 'GET' && data && typeof data === 'object') {
+      const qs = queryString(data)
+      if (qs) url += (url.includes('?') ? '&' : '?') + qs
+    } else if (typeof data === 'string') {
+      body = data
+    } else if (data !== undefined && data !== null) {
+      body = headers['content-type'].includes('json') ? JSON.stringify(data) : queryString(data)
+    }
+    const req = { method, url, headers, body }
+    if (shim.intercept) shim.intercept(req)
+    const entry = { method: req.method, url: req.url, path: '', body: req.body === undefined ? undefined : safeJson(req.body), headers: req.headers }
+    shim.requests.push(entry)
+
+    let target
+    try {
+      target = new URL(req.url)
+      if (target.protocol !== 'http:' && target.protocol !== 'https:') throw new Error('bad scheme')
+    } catch (err) {
+      entry.error = 'invalid url'
+      reply(opts, false, { errMsg: 'request:fail invalid url "' + req.url + '"' })
+      return { abort () {} }
+    }
+    entry.path = target.pathname + target.search
+    shim.inflight++
+    let settled = false
+    const finish = (ok, res) => {
+      if (settled) return
+      settled = true
+      shim.inflight--
+      reply(opts, ok, res)
+    }
+    const lib = target.protocol === 'https:' ? https : http
+    const outgoing = lib.request(target, { method: req.method, headers: req.headers, agent: false }, (res) => {
+      const chunks = []
+      res.on('data', (c) => chunks.push(c))
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8')
+        let payload = text
+        if ((opts.dataType || 'json') === 'json') {
+          try { payload = JSON.parse(text) } catch (err) { /* WeChat leaves non-JSON as the string */ }
+        }
+        entry.status = res.statusCode
+        finish(true, { data: payload, statusCode: res.statusCode, header: rawHeaders(res.rawHeaders), cookies: [], errMsg: 'request:ok' })
+      })
+      res.on('error', (err) => { entry.error = err.message; finish(false, { errMsg: 'request:fail ' + err.message }) })
+    })
+    outgoing.setTimeout(opts.timeout || 60000, () => {
+      entry.error = 'timeout'
+      finish(false, { errMsg: 'request:fail timeout' })
+      outgoing.destroy()
+    })
+    outgoing.on('error', (err) => {
+      entry.error = err.code || err.message
+      finish(false, { errMsg: 'request:fail ' + (err.code || err.message) })
+    })
+    if (req.body !== undefined) outgoing.write(req.body)
+    outgoing.end()
+    return { abort () { outgoing.destroy(); finish(false, { errMsg: 'request:fail abort' }) } }
+  }
+
+  function safeJson (text) {
+    try { return JSON.parse(text) } catch (err) { return text }
+  }
+
+  async function sandboxPay (params) {
+    const res = await fetch(shim.wechatBase + '/sandbox/control/pay', {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(params)
+    })
+    const answer = await res.json().catch(() => ({}))
+    if (res.ok) return { ok: true }
+    return { ok: false, errMsg: 'requestPayment:fail ' + ((answer.error && answer.error.message) || res.status) }
+  }
+
+  function requestPayment (opts) {
+    const params = {}
+    for (const k of ['timeStamp', 'nonceStr', 'package', 'signType', 'paySign']) params[k] = opts[k]
+    shim.payments.push(params)
+    if (Object.values(params).some((v) => v === undefined || v === '')) {
+      reply(opts, false, { errMsg: 'requestPayment:fail parameter error' })
+      return
+    }
+    if (shim.payment === 'cancel') {
+      reply(opts, false, { errMsg: 'requestPayment:fail cancel' })
+      return
+    }
+    const pay = typeof shim.payment === 'function' ? shim.payment : sandboxPay
+    shim.inflight++
+    Promise.resolve(pay(params)).then(
+      (r) => { shim.inflight--; reply(opts, r.ok, { errMsg: r.ok ? 'requestPayment:ok' : r.errMsg }) },
+      (err) => { shim.inflight--; reply(opts, false, { errMsg: 'requestPayment:fail ' + err.message }) }
+    )
+  }
+
+  function navigation (name) {
+    return (opts = {}) => {
+      if (!shim.router) throw new Error('wx.' + name + ' needs the harness router')
+      let res
+      try {
+        shim.router[name](opts)
+        res = { ok: true, value: { errMsg: name + ':ok' } }
+      } catch (err) {
+        res = { ok: false, value: { errMsg: name + ':fail ' + err.message } }
+      }
+      reply(opts, res.ok, res.value)
+    }
+  }
+
+  const api = {
+    request,
+    requestPayment,
+    login (opts = {}) {
+      shim.logins++
+      if (shim.loginFails) reply(opts, false, { errMsg: 'login:fail network' })
+      else reply(opts, true, { code: shim.user + '#' + shim.logins, errMsg: 'login:ok' })
+    },
+    checkSession (opts = {}) { reply(opts, true, { errMsg: 'checkSession:ok' }) },
+
+    getStorageSync (key) { return shim.storage.has(key) ? clone(shim.storage.get(key)) : '' },
+    setStorageSync (key, value) { shim.storage.set(key, clone(value)) },
+    removeStorageSync (key) { shim.storage.delete(key) },
+    clearStorageSync () { shim.storage.clear() },
+
+    showToast (opts = {}) { shim.toasts.push(opts.title); reply(opts, true, { errMsg: 'showToast:ok' }) },
+    hideToast (opts = {}) { reply(opts, true, { errMsg: 'hideToast:ok' }) },
+    showLoading (opts = {}) { reply(opts, true, { errMsg: 'showLoading:ok' }) },
+    hideLoading (opts = {}) { reply(opts, true, { errMsg: 'hideLoading:ok' }) },
+    showModal (opts = {}) {
+      shim.modals.push({ title: opts.title, content: opts.content })
+      reply(opts, true, { confirm: true, cancel: false, errMsg: 'showModal:ok' })
+    },
+    stopPullDownRefresh (opts = {}) { reply(opts, true, { errMsg: 'stopPullDownRefresh:ok' }) },
+    setClipboardData (opts = {}) { shim.clipboard = String(opts.data); reply(opts, true, { errMsg: 'setClipboardData:ok' }) },
+
+    getSetting (opts = {}) { reply(opts, true, { authSetting: Object.assign({}, shim.authSetting), errMsg: 'getSetting:ok' }) },
+    authorize (opts = {}) {
+      const granted = shim.authSetting[opts.scope] !== false
+      if (granted) shim.authSetting[opts.scope] = true
+      reply(opts, granted, { errMsg: granted ? 'authorize:ok' : 'authorize:fail auth deny' })
+    },
+    openSetting (opts = {}) { reply(opts, true, { authSetting: Object.assign({}, shim.authSetting), errMsg: 'openSetting:ok' }) },
+
+    navigateTo: navigation('navigateTo'),
+    redirectTo: navigation('redirectTo'),
+    switchTab: navigation('switchTab'),
+    navigateBack: navigation('navigateBack'),
+    reLaunch: navigation('reLaunch')
+  }
+
+  shim.sandboxPay = sandboxPay
+
+  shim.wx = new Proxy(api, {
+    get (target, name) {
+      if (name in target) return target[name]
+      if (typeof name === 'symbol') return undefined
+      throw new Error('wx.' + String(name) + ' is not in the test shim: add it there if the mini-program needs it')
+    }
+  })
+
+  // Every request and payment under way has finished.
+  shim.idle = async function idle (timeout = 10000) {
+    const deadline = Date.now() + timeout
+    while (shim.inflight > 0) {
+      if (Date.now() > deadline) throw new Error(shim.inflight + ' requests still under way')
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    }
+  }
+
+  // Requests made to a path (ignoring the query), e.g. shim.calls('POST', '/api/auth/login').
+  shim.calls = function calls (method, path) {
+    return shim.requests.filter((r) => r.method === method && r.path.split('?')[0] === path)
+  }
+
+  return shim
+}
+
+module.exports = { createWx }
