@@ -162,8 +162,9 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, proc: subprocess.Popen, url: str, log_path: Path) -> None:
+    def __init__(self, proc: subprocess.Popen, url: str, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.proc, self.url, self.log_path = proc, url, log_path
+        self.env = env or {}  # the environment it runs with, for `flask ...` commands on the same data
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -201,7 +202,7 @@ def gunicorn(tmp_path: Path, env) -> Iterator:
         else:
             proc.kill()
             raise RuntimeError("gunicorn did not start:\n" + log_path.read_text(errors="replace"))
-        server = Server(proc, url, log_path)
+        server = Server(proc, url, log_path, full_env)
         servers.append(server)
         return server
 
