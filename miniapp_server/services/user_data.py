@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import ApiError, bad_request
 from ..extensions import db, wechat
 from ..models import User
+from ..sqlite_tuning import begin_write
 from ..wechat import crypto
 from ..wechat.errors import InvalidCode, WeChatUnavailable
 
@@ -59,6 +60,8 @@ def bind_phone(user_id: int, code: object) -> dict[str, Any]:
     if isinstance(watermark, dict) and watermark.get("appid") not in (None, wechat.miniapp.appid):
         raise WeChatUnavailable("getuserphonenumber answered a number for another mini-program")
     number = number_to_store(info)
+    # Read-then-write: take the write lock first (SQLite), or two workers' upgrades collide.
+    begin_write(db.session)
     user = db.session.get(User, user_id)
     if user is None:  # the account is gone while its login lived on
         raise ApiError(401, "invalid_token", "the token's user no longer exists; log in again")
