@@ -19,6 +19,12 @@ run: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
+	$(MAKE) test-node
+
+# The mini-program's own pages, run in Node against a live sandbox backend that the tests start with $(BIN)'s tools.
+test-node: $(BIN)/.installed
+	npm ci --no-audit --no-fund
+	MINIAPP_PY_BIN=$(abspath $(BIN)) npm test
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache artifacts
