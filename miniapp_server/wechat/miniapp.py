@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import requests
 
-from .errors import WeChatUnavailable, for_errcode
+from .errors import WeChatError, WeChatUnavailable, for_errcode
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,13 @@ class AccessToken:
 # that other holders of the same appid fetched) or the classic `token`.
 TOKEN_ENDPOINTS = ("stable_token", "token")
 
+# Called after every call: (path, request fields, answer or None, outcome, seconds); as PayClient's hook.
+ExchangeHook = Callable[[str, Mapping[str, Any], Mapping[str, Any] | None, str, float], None]
+
 
 class MiniAppClient:
     def __init__(self, appid: str, secret: str, base: str, session: requests.Session,
-                 token_endpoint: str = "stable_token") -> None:
+                 token_endpoint: str = "stable_token", on_exchange: ExchangeHook | None = None) -> None:
         if token_endpoint not in TOKEN_ENDPOINTS:
             raise ValueError(f"token_endpoint must be one of {TOKEN_ENDPOINTS}")
         self.appid = appid
@@ -49,6 +53,7 @@ class MiniAppClient:
         self.base = base.rstrip("/")
         self.http = session
         self.token_endpoint = token_endpoint
+        self.on_exchange = on_exchange
 
     def _get_json(self, path: str, params: dict[str, str]) -> dict:
         return self._call("GET", path, params=params)
@@ -57,6 +62,21 @@ class MiniAppClient:
         return self._call("POST", path, params=params, json=body)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict:
+        started = time.perf_counter()
+        answer: dict | None = None
+        outcome = "ok"
+        try:
+            answer = self._call_once(method, path, **kwargs)
+            return answer
+        except WeChatError as exc:
+            outcome = f"{type(exc).__name__}:{exc.code if exc.code is not None else ''}"
+            raise
+        finally:
+            if self.on_exchange:  # the hook redacts; the fields hold the secret and the answer session_key
+                fields = {**(kwargs.get("params") or {}), **(kwargs.get("json") or {})}
+                self.on_exchange(path, fields, answer, outcome, time.perf_counter() - started)
+
+    def _call_once(self, method: str, path: str, **kwargs: Any) -> dict:
         try:
             resp = self.http.request(method, self.base + path, **kwargs)
         except requests.RequestException as exc:

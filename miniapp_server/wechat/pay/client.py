@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import requests
 
 from ..errors import NotificationRejected, PayError, SignatureError, WeChatUnavailable
-from . import signing, xmlcodec
+from . import crypto, signing, xmlcodec
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +124,24 @@ class PayClient:
         return self._request("/pay/closeorder", {"out_trade_no": out_trade_no})
 
     def refund(self, *, out_trade_no: str, out_refund_no: str, total_fee: int, refund_fee: int,
-               notify_url: str | None = None, refund_desc: str | None = None) -> dict[str, str]:
+               notify_url: str | None = None, refund_desc: str | None = None,
+               transaction_id: str | None = None) -> dict[str, str]:
+        """Ask for a refund; the same out_refund_no again is the same refund (WeChat is idempotent on it).
+
+        `total_fee` is what the transaction paid; `transaction_id`, when given, names the very
+        transaction to refund (an anomalous second payment, say) and WeChat prefers it to out_trade_no.
+        """
+        for name, fee in (("total_fee", total_fee), ("refund_fee", refund_fee)):
+            if not isinstance(fee, int) or isinstance(fee, bool) or fee <= 0:
+                raise ValueError(f"{name} must be a positive integer in fen")
         return self._request("/secapi/pay/refund", {
-            "out_trade_no": out_trade_no, "out_refund_no": out_refund_no, "total_fee": total_fee,
-            "refund_fee": refund_fee, "notify_url": notify_url, "refund_desc": refund_desc,
+            "transaction_id": transaction_id, "out_trade_no": out_trade_no, "out_refund_no": out_refund_no,
+            "total_fee": total_fee, "refund_fee": refund_fee, "notify_url": notify_url, "refund_desc": refund_desc,
         }, use_cert=True)
+
+    def refund_query(self, out_refund_no: str) -> dict[str, str]:
+        """One refund's state: the answer's `refund_status_0` is SUCCESS, PROCESSING, REFUNDCLOSE or CHANGE."""
+        return self._request("/pay/refundquery", {"out_refund_no": out_refund_no})
 
     # -- what the client and WeChat's callbacks need --------------------------------------------
 
@@ -171,6 +184,23 @@ class PayClient:
         if data.get("appid") != self.creds.appid or data.get("mch_id") != self.creds.mch_id:
             raise NotificationRejected("appid or mch_id is not ours", "wrong_merchant", data)
         return data
+
+    def parse_refund_notification(self, body: bytes) -> dict[str, str]:
+        """A refund notification's decrypted `req_info` fields, once it is ours and decrypts with our key."""
+        try:
+            data = xmlcodec.loads(body)
+        except xmlcodec.XMLError as exc:
+            raise NotificationRejected(str(exc), "bad_xml") from None
+        if data.get("return_code") != "SUCCESS":
+            raise NotificationRejected("return_code is not SUCCESS", "return_fail", data)
+        if data.get("appid") != self.creds.appid or data.get("mch_id") != self.creds.mch_id:
+            raise NotificationRejected("appid or mch_id is not ours", "wrong_merchant", data)
+        try:
+            plain = crypto.decrypt_req_info(data.get("req_info", ""), self.creds.api_key)
+            fields = xmlcodec.loads(plain, root_name="root")
+        except (crypto.DecryptError, xmlcodec.XMLError):
+            raise NotificationRejected("req_info does not decrypt with our key", "bad_req_info", data) from None
+        return fields
 
 
 ACK_SUCCESS = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>"

@@ -23,7 +23,8 @@ def dumps(params: Mapping[str, object]) -> bytes:
     return xmltodict.unparse(body, full_document=False).encode("utf-8")
 
 
-def loads(body: bytes | str, max_size: int = MAX_BODY) -> dict[str, str]:
+def loads(body: bytes | str, max_size: int = MAX_BODY, root_name: str = "xml") -> dict[str, str]:
+    """A flat document's fields; `root_name` is "root" for a refund notification's decrypted req_info."""
     if isinstance(body, str):
         body = body.encode("utf-8")
     if not body or not body.strip():
@@ -36,11 +37,11 @@ def loads(body: bytes | str, max_size: int = MAX_BODY) -> dict[str, str]:
         doc = xmltodict.parse(body, disable_entities=True)
     except (ExpatError, ValueError) as exc:
         raise XMLError(f"not well-formed XML ({type(exc).__name__})") from None
-    root = doc.get("xml") if isinstance(doc, dict) else None
+    root = doc.get(root_name) if isinstance(doc, dict) else None
     if root is None:
-        raise XMLError("root element is not <xml>")
+        raise XMLError(f"root element is not <{root_name}>")
     if not isinstance(root, dict):
-        raise XMLError("<xml> has no fields")
+        raise XMLError(f"<{root_name}> has no fields")
     flat: dict[str, str] = {}
     for key, value in root.items():
         if key.startswith("@"):
