@@ -60,11 +60,15 @@ class WeChatExtension:
             pass  # a sandbox in its own process: plain HTTP to the bases given
         cert = (cfg["WECHAT_CERT_PATH"], cfg["WECHAT_KEY_PATH"]) if cfg["WECHAT_CERT_PATH"] else None
         creds = PayCredentials(cfg["WECHAT_APPID"], cfg["WECHAT_MCH_ID"], cfg["WECHAT_PAY_KEY"], cfg["WECHAT_SIGN_TYPE"])
+        from . import audit  # every exchange with WeChat goes into the audit trail, redacted
+
+        audit.install()
         miniapp = MiniAppClient(cfg["WECHAT_APPID"], cfg["WECHAT_APPSECRET"], api_base, session,
-                                token_endpoint=cfg.get("WECHAT_TOKEN_ENDPOINT", "stable_token"))
+                                token_endpoint=cfg.get("WECHAT_TOKEN_ENDPOINT", "stable_token"),
+                                on_exchange=audit.outgoing)
         app.extensions["wechat"] = WeChatState(
             miniapp=miniapp,
-            pay=PayClient(creds, pay_base, session, cert=cert),
+            pay=PayClient(creds, pay_base, session, cert=cert, on_exchange=audit.outgoing),
             in_app_sandbox=in_app,
             # One token for every worker: cached in the store (bound before us in register_extensions).
             access_token=AccessTokenManager(app.extensions["store"], miniapp.fetch_access_token, cfg["WECHAT_APPID"]),

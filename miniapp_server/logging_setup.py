@@ -1,18 +1,24 @@
 """Logging: plain or JSON lines, each with the request id, and a filter that keeps secrets out.
 
 `LOG_FORMAT=json` gives one JSON object per line. The request id comes from an
-incoming `X-Request-Id` (or is made up) and is echoed in the answer.
+incoming `X-Request-Id` (or is made up) and is echoed in the answer. It lives on
+the request, not on `g`: in sandbox mode a call to WeChat is a nested request in
+the same app context (so the same `g`), which must not overwrite the caller's id.
+Outside a request (the CLI, `reconcile --watch`) `run_id()` gives one id per run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import re
 import secrets
 import sys
+from typing import Iterator
 
-from flask import Flask, g, has_request_context, request
+from flask import Flask, has_request_context, request
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Values that must never reach a log line, whatever a careless caller passes in.
@@ -22,10 +28,31 @@ _SECRET_FIELDS = re.compile(
 )
 
 
+_ENVIRON_KEY = "miniapp.request_id"
+_run_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("miniapp_run_id", default=None)
+
+
 def current_request_id() -> str | None:
     if has_request_context():
-        return getattr(g, "request_id", None)
-    return None
+        rid = request.environ.get(_ENVIRON_KEY)
+        if rid:
+            return rid
+    return _run_id.get()
+
+
+@contextlib.contextmanager
+def run_id(value: str | None = None) -> Iterator[str]:
+    """An id for the logs and audit rows of work done outside a request (a CLI command)."""
+    rid = value or secrets.token_hex(8)
+    token = _run_id.set(rid)
+    try:
+        yield rid
+    finally:
+        _run_id.reset(token)
+
+
+def valid_request_id(value: str | None) -> bool:
+    return bool(value) and bool(_REQUEST_ID.match(value or ""))
 
 
 def redact(text: str) -> str:
@@ -79,10 +106,11 @@ def setup_logging(app: Flask) -> None:
     @app.before_request
     def _request_id():
         incoming = request.headers.get("X-Request-Id", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+        request.environ[_ENVIRON_KEY] = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
 
     @app.after_request
     def _echo_request_id(response):
-        if getattr(g, "request_id", None):
-            response.headers["X-Request-Id"] = g.request_id
+        rid = request.environ.get(_ENVIRON_KEY)
+        if rid:
+            response.headers["X-Request-Id"] = rid
         return response

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..audit import request_id_from_attach
 from ..extensions import db, wechat
 from ..models import PaymentNotification
 from ..wechat.errors import NotificationRejected
@@ -28,7 +29,7 @@ def _record_rejection(data: dict[str, str], verdict: str, detail: str, remote_ad
 
 
 def handle_payment_notification(body: bytes, remote_addr: str | None) -> tuple[bool, str]:
-    """(acknowledge?, message). True only once the outcome is committed."""
+    """(acknowledge?, verdict or reason). True only once the outcome is committed."""
     db.session.rollback()  # start clean: nothing of this request's may ride along
     try:
         data = wechat.pay.parse_notification(body)
@@ -50,6 +51,9 @@ def handle_payment_notification(body: bytes, remote_addr: str | None) -> tuple[b
               "remote_addr": _clip(remote_addr, 45), "body_size": len(body), "detail": None}
     verdict = payments.apply_payment(out_trade_no=no, transaction_id=txn, total_fee=int(fee),
                                      time_end=data.get("time_end"), source="notify", record=record)
+    # The id of the /pay request that opened this trade, echoed by WeChat in `attach`.
+    log.info("payment notification for %s applied: %s (pay request %s)", no, verdict,
+             request_id_from_attach(data.get("attach")) or "-")
     if verdict in payments.ACKNOWLEDGED:
-        return True, "OK"
+        return True, verdict
     return False, verdict
