@@ -9,6 +9,7 @@ from ..wechat.http import make_session
 from ..wechat.pay.signing import SIGN_TYPES
 from . import bp
 from .emulator import PREPAY_TTL, Emulator, Merchant, SandboxError
+from .refunds import RefundDesk
 from .transport import WSGIAdapter
 
 
@@ -109,7 +110,8 @@ def control_notifications():
 def control_calls():
     emu = emulator()
     return {name: emu.call_count(name) for name in ("jscode2session", "token", "unifiedorder", "orderquery",
-                                                    "closeorder", "stable_token", "getuserphonenumber")}
+                                                    "closeorder", "stable_token", "getuserphonenumber", "refund",
+                                                    "refundquery")}
 
 
 @bp.post("/control/revoke-token")
@@ -122,3 +124,40 @@ def control_revoke_token():
     if reason not in ("revoked", "expired") or not isinstance(token, (str, type(None))):
         raise SandboxError(400, "invalid_params", 'send {"reason": "revoked"|"expired", "access_token"?: "..."}')
     return emulator().tokens.revoke(token, reason)
+
+
+# -- refunds (sandbox/refunds.py) --------------------------------------------------------------------
+
+def refund_desk() -> RefundDesk:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    desk = app.extensions.get("sandbox_refunds")
+    if desk is None:
+        desk = app.extensions["sandbox_refunds"] = RefundDesk(emulator(), bool(app.config.get("SANDBOX_STANDALONE")))
+    return desk
+
+
+@bp.post("/secapi/pay/refund")
+def secapi_refund():
+    return _xml(refund_desk().refund(request.get_data()))
+
+
+@bp.post("/pay/refundquery")
+def refundquery():
+    return _xml(refund_desk().refundquery(request.get_data()))
+
+
+@bp.post("/control/refund-behaviour")
+def control_refund_behaviour():
+    """`{"hold_notifications": true}` keeps refunds PROCESSING until settled below;
+    `{"fail_next": "NOTENOUGH"}` makes the next refund answer that err_code."""
+    return refund_desk().set_behaviour(request.get_json(silent=True, force=True))
+
+
+@bp.post("/control/refund-notify")
+def control_refund_notify():
+    """`{"out_refund_no", "deliver": true}`: settle a held refund and (unless deliver is false) notify."""
+    body = request.get_json(silent=True, force=True)
+    no = body.get("out_refund_no") if isinstance(body, dict) else None
+    if not isinstance(no, str) or not no:
+        raise SandboxError(400, "invalid_params", 'send {"out_refund_no": "...", "deliver": true}')
+    return refund_desk().settle(no, deliver=bool(body.get("deliver", True)))
