@@ -8,7 +8,8 @@ from sqlalchemy import select
 
 from . import models
 from .extensions import db
-from .models import Order, OrderItem, Payment, PaymentNotification, Product, Refund, User, utcnow
+from .models import (Order, OrderItem, OrderStatus, Payment, PaymentNotification, Product, Refund, RefundStatus, User,
+                     WeChatExchange, utcnow)
 
 
 def find_order(out_trade_no: str) -> Order | None:
@@ -31,10 +32,22 @@ def recent_anomalies(days: int = 7) -> list[Order]:
     ).scalars())
 
 
+def exchanges(out_trade_no: str) -> list[WeChatExchange]:
+    """The audit trail of one order: every call to WeChat about it and every notification, in order."""
+    from .audit import exchanges_for
+
+    return exchanges_for(out_trade_no)
+
+
 def shell_context() -> dict:
+    from .services.reconcile import reconcile
+    from .services.refunds import refund_order
+
     return {
         "db": db, "select": select, "models": models,
         "User": User, "Product": Product, "Order": Order, "OrderItem": OrderItem, "Payment": Payment,
-        "PaymentNotification": PaymentNotification, "Refund": Refund,
+        "PaymentNotification": PaymentNotification, "Refund": Refund, "WeChatExchange": WeChatExchange,
+        "OrderStatus": OrderStatus, "RefundStatus": RefundStatus,
         "find_order": find_order, "user_orders": user_orders, "recent_anomalies": recent_anomalies,
+        "exchanges": exchanges, "refund_order": refund_order, "reconcile": reconcile,
     }

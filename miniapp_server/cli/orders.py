@@ -17,7 +17,7 @@ from ..extensions import db
 from ..models import Order, OrderStatus, PaymentNotification, User
 from ..shell import find_order
 
-orders = AppGroup("orders", help="List, show, sync and close orders.")
+orders = AppGroup("orders", help="List, show, sync, close and refund orders; reconcile them with WeChat.")
 
 NOT_FOUND = 3
 
@@ -62,10 +62,11 @@ def list_(status, user, since, anomalies, limit, as_json) -> None:
     rows = [order_summary(o) for o in db.session.execute(query).scalars()]
 
     def table(rows):
-        click.echo(f"{'out_trade_no':<32}  {'status':<9}  {'total_fee':>9}  {'user':>5}  {'created_at':<25}  anomaly")
+        click.echo(f"{'out_trade_no':<32}  {'status':<9}  {'total_fee':>9}  {'refunded':>8}  {'user':>5}  "
+                   f"{'created_at (UTC)':<19}  anomaly")
         for r in rows:
-            click.echo(f"{r['out_trade_no']:<32}  {r['status']:<9}  {r['total_fee']:>9}  {r['user_id']:>5}  "
-                       f"{r['created_at'][:25]:<25}  {r['anomaly'] or ''}")
+            click.echo(f"{r['out_trade_no']:<32}  {r['status']:<9}  {r['total_fee']:>9}  {r['refunded_fee']:>8}  "
+                       f"{r['user_id']:>5}  {r['created_at'][:19]:<19}  {r['anomaly'] or ''}")
         click.echo(f"({len(rows)} orders)")
 
     _emit(rows, as_json, table)
@@ -79,9 +80,17 @@ def show(out_trade_no: str, as_json: bool) -> None:
     o = _order_or_exit(out_trade_no)
     notes = db.session.execute(db.select(PaymentNotification).filter_by(out_trade_no=o.out_trade_no)
                                .order_by(PaymentNotification.id)).scalars().all()
+    from ..audit import exchanges_for
+
+    refunded = {}  # per transaction: what came back (an anomalous payment's refunds show here)
+    for r in o.refunds:
+        if r.status == "success":
+            refunded[r.transaction_id] = refunded.get(r.transaction_id, 0) + r.refund_fee
     data = {**order_summary(o), "anomaly_detail": o.anomaly_detail,
-            "payments": [p.to_dict() for p in o.payments], "notifications": [n.to_dict() for n in notes],
-            "refunds": [r.to_dict() for r in o.refunds]}
+            "payments": [{**p.to_dict(), "refunded_fee": refunded.get(p.transaction_id, 0)} for p in o.payments],
+            "notifications": [n.to_dict() for n in notes], "refunds": [r.to_dict() for r in o.refunds],
+            "exchanges": [{k: v for k, v in x.to_dict().items() if k not in ("request", "response")}
+                          for x in exchanges_for(o.out_trade_no)]}
 
     def table(d):
         for key in ("out_trade_no", "status", "total_fee", "refunded_fee", "user_id", "trade_type", "prepay_id",
@@ -92,13 +101,20 @@ def show(out_trade_no: str, as_json: bool) -> None:
             click.echo(f"  {i['quantity']:>3} x {i['name']} @ {i['unit_price_fen']} = {i['subtotal_fen']}")
         click.echo("payments:")
         for p in d["payments"]:
-            click.echo(f"  {p['transaction_id']}  {p['total_fee']:>9}  {p['source']:<6}  {p['anomaly'] or ''}")
+            click.echo(f"  {p['transaction_id']}  {p['total_fee']:>9}  {p['source']:<6}  refunded {p['refunded_fee']:>7}"
+                       f"  {p['anomaly'] or ''}")
         click.echo("notifications:")
         for n in d["notifications"]:
-            click.echo(f"  {n['received_at'][:19]}  {n['verdict']:<16}  {n['transaction_id'] or '-'}  {n['total_fee']}")
+            click.echo(f"  {n['received_at'][:19]}  {n['kind']:<7}  {n['verdict']:<16}  {n['transaction_id'] or '-'}"
+                       f"  {n['total_fee']}")
         click.echo("refunds:")
         for r in d["refunds"]:
-            click.echo(f"  {r['out_refund_no']}  {r['refund_fee']:>9}  {r['status']}")
+            click.echo(f"  {r['out_refund_no']}  {r['refund_fee']:>9}  {r['status']:<10}  {r['transaction_id'] or '-'}"
+                       f"  {r['failure'] or ''}")
+        click.echo("wechat exchanges:")
+        for x in d["exchanges"]:
+            click.echo(f"  {x['at'][:19]}  {x['direction']:<3}  {x['path']:<22}  {x['outcome']:<24}  {x['duration_ms']:>5}ms"
+                       f"  {x['request_id'] or '-'}")
 
     _emit(data, as_json, table)
 
@@ -117,6 +133,9 @@ def sync(out_trade_no: str, as_json: bool) -> None:
         o = sync_order(o)
     except WeChatError as err:
         click.echo(f"WeChat: {err}", err=True)
+        sys.exit(1)
+    except ApiError as err:
+        click.echo(err.message, err=True)
         sys.exit(1)
     _emit({"out_trade_no": o.out_trade_no, "before": before, "status": o.status}, as_json,
           lambda d: click.echo(f"{d['out_trade_no']}: {d['before']} -> {d['status']}"))

@@ -1,0 +1,177 @@
+"""Reconciliation: make our orders and refunds agree with WeChat when a notification went missing.
+
+One pass:
+1. unpaid orders whose time is up: `closeorder` at WeChat first (so nobody can pay
+   them any more), then `closed` here; WeChat answering ORDERPAID means a payment
+   landed, which is learnt through the order query instead;
+2. unpaid orders with a prepay id older than `older_than` seconds: order query,
+   applied through `apply_payment`, the notification's own exactly-once path;
+3. refunds WeChat never answered (`pending`): sent again with their own
+   out_refund_no; refunds left `processing`: refund query, applied through
+   `settle_refund`, the refund notification's own path.
+
+Every step is idempotent, so two passes at once (two machines, cron overlapping
+`--watch`) cannot do harm; a lock (in the store, and a PostgreSQL advisory lock
+for machines that share only the database) still keeps them from doubling the
+calls to WeChat. A payment that lands after its order was closed is kept and
+flagged by `apply_payment` (paid_after_close), for an operator to refund.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Iterator
+
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..errors import ApiError
+from ..extensions import db, store
+from ..models import Order, OrderStatus, Refund, RefundStatus, utcnow
+from ..store import LockTimeout
+from ..wechat.errors import WeChatError
+from . import closing, payments, refunds
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "reconcile"
+LOCK_LEASE = 600  # seconds; a pass that outlives it may overlap the next, which is harmless (see above)
+PG_LOCK_KEY = 0x6D696E6972636E  # any constant shared by every machine
+
+
+@dataclass
+class Summary:
+    skipped: bool = False  # another pass held the lock
+    checked: int = 0  # orders looked at
+    paid: int = 0  # found paid at WeChat (a lost notification)
+    closed: int = 0  # closed here (at WeChat too when they had a prepay id)
+    anomalies: int = 0  # payments flagged for an operator
+    unchanged: int = 0
+    refunds_checked: int = 0
+    refunds_settled: int = 0  # success or failed now
+    errors: int = 0
+    failures: list[str] = field(default_factory=list)  # "out_trade_no: what went wrong"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def line(self) -> str:
+        if self.skipped:
+            return "reconcile: skipped, another reconcile is running"
+        return (f"reconcile: {self.checked} orders checked: {self.paid} paid, {self.closed} closed, "
+                f"{self.anomalies} anomalies, {self.unchanged} unchanged; {self.refunds_checked} refunds checked, "
+                f"{self.refunds_settled} settled; {self.errors} errors")
+
+
+@contextlib.contextmanager
+def _single_pass() -> Iterator[bool]:
+    """True when this process may run a pass; False when another one is running."""
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(store.lock(LOCK_NAME, timeout=LOCK_LEASE, wait=0))
+        except LockTimeout:
+            yield False
+            return
+        if db.engine.dialect.name == "postgresql":
+            conn = held.enter_context(db.engine.connect())  # a session-level lock, released with the connection
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LOCK_KEY}).scalar()
+            conn.commit()
+            if not got:
+                yield False
+                return
+            held.callback(lambda: (conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY}),
+                                   conn.commit()))
+        yield True
+
+
+def reconcile(older_than: int = 300, limit: int = 500, now: datetime | None = None) -> Summary:
+    summary = Summary()
+    with _single_pass() as mine:
+        if not mine:
+            summary.skipped = True
+            log.info(summary.line())
+            return summary
+        now = now or utcnow()
+        _close_expired(summary, now, limit)
+        _query_stale(summary, now - timedelta(seconds=older_than), now, limit)
+        _refunds(summary, now - timedelta(seconds=older_than), limit)
+    log.info(summary.line())
+    return summary
+
+
+def _ids(query) -> list[int]:
+    ids = list(db.session.execute(query).scalars())
+    db.session.commit()  # hold nothing while talking to WeChat
+    return ids
+
+
+def _close_expired(summary: Summary, now: datetime, limit: int) -> None:
+    ids = _ids(db.select(Order.id).where(Order.status == OrderStatus.UNPAID.value, Order.expires_at <= now)
+               .order_by(Order.expires_at).limit(limit))
+    for order_id in ids:
+        _step(summary, order_id, lambda order: closing.close_order(order))
+
+
+def _query_stale(summary: Summary, cutoff: datetime, now: datetime, limit: int) -> None:
+    ids = _ids(db.select(Order.id).where(Order.status == OrderStatus.UNPAID.value, Order.prepay_id.is_not(None),
+                                         Order.created_at <= cutoff, Order.expires_at > now)
+               .order_by(Order.created_at).limit(limit))
+    for order_id in ids:
+        _step(summary, order_id, payments.sync_order)
+
+
+def _step(summary: Summary, order_id: int, action) -> None:
+    order = db.session.get(Order, order_id)
+    if order is None or order.status != OrderStatus.UNPAID.value:
+        return  # someone else (a notification, another pass) got there first
+    summary.checked += 1
+    no, anomaly_before = order.out_trade_no, order.anomaly_detail
+    try:
+        order = action(order)
+    except (WeChatError, ApiError, SQLAlchemyError) as err:
+        db.session.rollback()
+        summary.errors += 1
+        summary.failures.append(f"{no}: {err}"[:300])
+        log.warning("reconcile %s: %s", no, err)
+        return
+    if order.anomaly_detail != anomaly_before:
+        summary.anomalies += 1
+    if order.status == OrderStatus.PAID.value:
+        summary.paid += 1
+        log.info("reconcile %s: paid at WeChat (its notification never arrived)", no)
+    elif order.status == OrderStatus.CLOSED.value:
+        summary.closed += 1
+        log.info("reconcile %s: closed", no)
+    else:
+        summary.unchanged += 1
+
+
+def _refunds(summary: Summary, cutoff: datetime, limit: int) -> None:
+    ids = _ids(db.select(Refund.id).where(Refund.status.in_(refunds.OPEN), Refund.created_at <= cutoff)
+               .order_by(Refund.created_at).limit(limit))
+    for refund_id in ids:
+        refund = db.session.get(Refund, refund_id)
+        if refund is None or refund.status not in refunds.OPEN:
+            continue
+        summary.refunds_checked += 1
+        no = refund.out_refund_no
+        try:
+            if refund.status == RefundStatus.PENDING.value:
+                outcome = refunds.resume_refund(refund)
+                if outcome.error is not None and outcome.refund.status == RefundStatus.PENDING.value:
+                    raise outcome.error
+                refund = outcome.refund
+            else:
+                refunds.query_refund(refund)
+                refund = db.session.get(Refund, refund_id)
+        except (WeChatError, ApiError, SQLAlchemyError) as err:
+            db.session.rollback()
+            summary.errors += 1
+            summary.failures.append(f"{no}: {err}"[:300])
+            log.warning("reconcile refund %s: %s", no, err)
+            continue
+        if refund is not None and refund.status in (RefundStatus.SUCCESS.value, RefundStatus.FAILED.value):
+            summary.refunds_settled += 1
