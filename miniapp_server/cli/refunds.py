@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
@@ -74,20 +75,28 @@ def reconcile_cmd(older_than: int, limit: int, watch: bool, interval: int, itera
     from ..services.reconcile import reconcile
 
     stop = threading.Event()
+    previous = {}
     if watch and threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):  # finish the pass, then leave
-            signal.signal(sig, lambda *_: stop.set())
+        for sig in (signal.SIGTERM, signal.SIGINT):  # finish the pass under way, then leave
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
     passes, errors = 0, 0
-    while True:
-        with run_id() as rid:
-            summary = reconcile(older_than=older_than, limit=limit)
-        db.session.remove()  # the next pass sees the database afresh
-        passes += 1
-        errors += summary.errors
-        _emit({**summary.to_dict(), "run_id": rid}, as_json, lambda d: click.echo(summary.line()))
-        for failure in summary.failures:
-            click.echo(f"  failed: {failure}", err=True)
-        if not watch or (iterations and passes >= iterations) or stop.wait(interval):
-            break
+    try:
+        while True:
+            with run_id() as rid:
+                summary = reconcile(older_than=older_than, limit=limit)
+            db.session.remove()  # the next pass sees the database afresh
+            passes += 1
+            errors += summary.errors
+            if as_json:  # one line per pass, so that `--watch --json` is JSON lines
+                click.echo(json.dumps({**summary.to_dict(), "run_id": rid}, ensure_ascii=False))
+            else:
+                click.echo(summary.line())
+            for failure in summary.failures:
+                click.echo(f"  failed: {failure}", err=True)
+            if not watch or (iterations and passes >= iterations) or stop.wait(interval):
+                break
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not watch and errors:
         sys.exit(FAILED)
