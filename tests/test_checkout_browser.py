@@ -6,7 +6,11 @@ as a phone that scanned it, and the page must turn to "paid" by itself, without 
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import requests
@@ -66,6 +70,7 @@ def open_checkout(browser, url: str) -> tuple[Page, list[str]]:
 
 
 def test_checkout_page_shows_a_scannable_code_and_turns_paid_without_reload(gunicorn, browser):
+    """PNG on the page and SVG on request both decode to the code_url; paying turns the page paid in place."""
     server = gunicorn()
     data = new_native_order(server.url)
     page, navigations = open_checkout(browser, data["checkout_url"])
@@ -80,6 +85,12 @@ def test_checkout_page_shows_a_scannable_code_and_turns_paid_without_reload(guni
     assert decoded == [data["code_url"]]
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "native-checkout.png"), full_page=True)
+
+    svg_page = browser.new_page(viewport={"width": 400, "height": 400})  # the SVG form draws the same code
+    response = svg_page.goto(data["qrcode_url"] + "&format=svg")
+    assert response is not None and response.headers["content-type"].startswith("image/svg+xml")
+    assert decode_png(svg_page.screenshot()) == [data["code_url"]]
+    svg_page.close()
 
     page.evaluate("window.__sameDocument = 'still here'")  # gone if the page reloads
     paid = scan(server.url, decoded[0])  # the phone pays the code it read off the screen
@@ -98,18 +109,9 @@ def test_checkout_page_shows_a_scannable_code_and_turns_paid_without_reload(guni
     assert scan(server.url, decoded[0]).json()["error"]["code"] == "order_paid"  # one trade, one payment
 
 
-def test_svg_code_renders_and_scans_in_the_browser(gunicorn, browser):
-    server = gunicorn()
-    data = new_native_order(server.url, quantity=1)
-    page = browser.new_page(viewport={"width": 400, "height": 400})
-    response = page.goto(data["qrcode_url"] + "&format=svg")
-    assert response is not None and response.headers["content-type"].startswith("image/svg+xml")
-    assert decode_png(page.screenshot()) == [data["code_url"]]
-
-
 def test_expired_code_is_renewed_on_the_page_for_the_same_trade(gunicorn, browser):
-    # Codes that live 3 seconds instead of WeChat's two hours, so the countdown runs out during the test.
-    server = gunicorn(extra_env={"PREPAY_TTL": "3", "SANDBOX_PREPAY_TTL": "3"})
+    # Codes that live 4 seconds instead of WeChat's two hours, so the countdown runs out during the test.
+    server = gunicorn(extra_env={"PREPAY_TTL": "4", "SANDBOX_PREPAY_TTL": "4"})
     data = new_native_order(server.url, quantity=1)
     page, navigations = open_checkout(browser, data["checkout_url"])
     first = qr_on_page(page)
@@ -127,3 +129,21 @@ def test_expired_code_is_renewed_on_the_page_for_the_same_trade(gunicorn, browse
     assert page.evaluate("window.__sameDocument") == "still here" and len(navigations) == 1
     order = data["http"].get(f"{server.url}/api/orders/{data['no']}", timeout=10).json()
     assert order["status"] == "paid"  # the renewed code paid the one and only trade of this order
+
+
+
+def test_an_order_paid_another_way_says_so_and_stops_renewing(gunicorn, env, browser):
+    server = gunicorn()
+    data = new_native_order(server.url, quantity=1)
+    other = data["http"].post(f"{server.url}/api/orders", json={"items": [{"product_id": 1, "quantity": 1}]},
+                              timeout=10).json()
+    no = other["out_trade_no"]
+    assert data["http"].post(f"{server.url}/api/orders/{no}/pay", timeout=10).status_code == 200  # JSAPI
+    # The operator's way to a link: the CLI, on the server's own database and SECRET_KEY.
+    cli = subprocess.run([str(Path(sys.executable).parent / "flask"), "orders", "checkout-link", no,
+                          "--base-url", server.url], env={**os.environ, **env, "FLASK_APP": "wsgi:app"},
+                         cwd=ROOT, capture_output=True, text=True, check=True)
+    page, _ = open_checkout(browser, cli.stdout.strip())
+    expect(page.locator("#problem")).to_contain_text("cannot be paid by scanning", timeout=10_000)
+    expect(page.locator("#qr")).to_be_hidden()
+    expect(page.locator("#amount")).to_have_text("¥18.00")

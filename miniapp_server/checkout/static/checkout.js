@@ -7,7 +7,8 @@
   var statusUrl = root.dataset.statusUrl;
   var renewUrl = root.dataset.renewUrl;
   var pollMs = parseInt(root.dataset.pollMs, 10) || 2000;
-  var RENEW_RETRY_MS = 3000;
+  var RENEW_RETRY_MS = 3000;   // after an error
+  var SAME_CODE_RETRY_MS = 1000;  // WeChat still had the old code for a moment (clocks differ slightly)
 
   var el = function (id) { return document.getElementById(id); };
   var state = null;
@@ -84,6 +85,7 @@
           if (!resp.ok) {
             var err = new Error((body.error && body.error.message) || ("HTTP " + resp.status));
             err.code = body.error && body.error.code;
+            err.status = resp.status;
             throw err;
           }
           return body;
@@ -102,7 +104,7 @@
       // WeChat may still hand back the old code for a moment: try again shortly.
       var same = next.code && next.code.version === before;
       if (!next.paid && next.status === "unpaid" && (!next.code || same)) {
-        setTimeout(function () { renewing = false; tick(); }, RENEW_RETRY_MS);
+        setTimeout(function () { renewing = false; tick(); }, SAME_CODE_RETRY_MS);
       } else {
         renewing = false;
       }
@@ -114,8 +116,16 @@
         el("closed-detail").textContent = "订单已过期，请重新下单 · This order has expired; please place a new one";
         return;
       }
-      if (err.code === "order_paid") { poll(); return; }
-      showProblem("无法更新二维码 / Could not renew the code: " + err.message);
+      if (err.code === "order_paid") { renewing = false; poll(); return; }
+      if (err.status && err.status < 500 && err.status !== 429) {
+        // Asking again would get the same answer (say, the order is being paid in the mini-program):
+        // say so and stop renewing; polling goes on, so the page still turns paid if it is paid.
+        el("qr-wait").hidden = true;
+        el("countdown-line").hidden = true;
+        showProblem("此订单无法扫码支付 / This order cannot be paid by scanning: " + err.message);
+        return;
+      }
+      showProblem("无法更新二维码，正在重试 / Could not renew the code, retrying: " + err.message);
       setTimeout(function () { renewing = false; tick(); }, RENEW_RETRY_MS);
     });
   }
