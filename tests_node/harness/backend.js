@@ -74,6 +74,9 @@ async function startBackend () {
   child.stdout.on('data', (chunk) => logs.push(chunk.toString()))
   child.stderr.on('data', (chunk) => logs.push(chunk.toString()))
   const exited = new Promise((resolve) => child.once('exit', resolve))
+  // If the test process dies before after() runs, take the server down with it.
+  const orphanGuard = () => { if (child.exitCode === null) child.kill('SIGKILL') }
+  process.once('exit', orphanGuard)
   let health
   try {
     health = await waitHealthy(url, child, logs)
@@ -90,6 +93,7 @@ async function startBackend () {
       await exited
       clearTimeout(timer)
     }
+    process.removeListener('exit', orphanGuard)
     fs.rmSync(dir, { recursive: true, force: true })
   }
 
