@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import requests
@@ -35,6 +36,9 @@ def test_a_token_from_one_worker_works_on_another(gunicorn):
     assert http.post(server.url + "/api/auth/logout", headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code == 204
     resp = http.post(server.url + "/api/auth/check", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert resp.status_code == 401  # revoked for every worker at once
+    deadline = time.monotonic() + 10  # a worker writes its access-log line just after answering
+    while len(served_by(server, "/api/auth/check")) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
     login_pid = served_by(server, "/api/auth/login")[0]
     check_pids = served_by(server, "/api/auth/check")
     assert len(check_pids) == 4 and all(pid != login_pid for pid in check_pids)
