@@ -11,6 +11,7 @@ from . import bp
 from .emulator import PREPAY_TTL, Emulator, Merchant, SandboxError
 from .refunds import RefundDesk
 from .transport import WSGIAdapter
+from .v3 import SandboxEmulator, SandboxRefundDesk
 
 
 def emulator() -> Emulator:
@@ -34,8 +35,11 @@ def emulator() -> Emulator:
         sign_type = cfg["WECHAT_SIGN_TYPE"] if cfg["WECHAT_SIGN_TYPE"] in SIGN_TYPES else "MD5"
         merchant = Merchant(cfg["WECHAT_APPID"], cfg["WECHAT_APPSECRET"], cfg["WECHAT_MCH_ID"], cfg["WECHAT_PAY_KEY"],
                             sign_type)
-        emu = app.extensions["sandbox"] = Emulator(store.backend, merchant, send, cfg["SANDBOX_TIME_SCALE"],
-                                                   prepay_ttl=cfg.get("SANDBOX_PREPAY_TTL") or PREPAY_TTL)
+        emu = app.extensions["sandbox"] = SandboxEmulator(store.backend, merchant, send, cfg["SANDBOX_TIME_SCALE"],
+                                                          prepay_ttl=cfg.get("SANDBOX_PREPAY_TTL") or PREPAY_TTL)
+        from .v3_routes import v3_desk  # WeChat Pay v3's half (sandbox/v3.py), built on first need
+
+        emu.v3_factory = lambda: v3_desk(app)
     return emu
 
 
@@ -132,7 +136,8 @@ def refund_desk() -> RefundDesk:
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     desk = app.extensions.get("sandbox_refunds")
     if desk is None:
-        desk = app.extensions["sandbox_refunds"] = RefundDesk(emulator(), bool(app.config.get("SANDBOX_STANDALONE")))
+        desk = app.extensions["sandbox_refunds"] = SandboxRefundDesk(emulator(),
+                                                                     bool(app.config.get("SANDBOX_STANDALONE")))
     return desk
 
 
