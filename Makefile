@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi:app
 
-.PHONY: run test test-python test-node bench clean
+.PHONY: run test test-python test-node bench bench-smoke clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ test: $(BIN)/.installed
 test-node: $(BIN)/.installed
 	npm ci --no-audit --no-fund
 	MINIAPP_PY_BIN=$(abspath $(BIN)) npm test
+
+# Throughput, latency and scale against the framework's own ceilings (bench/README.md); needs wrk
+# (apt-get install wrk), PostgreSQL and redis-server. bench-smoke: every scenario for a second (CI).
+bench: $(BIN)/.installed
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-smoke: $(BIN)/.installed
+	$(BIN)/python bench/run.py --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache artifacts
