@@ -71,7 +71,7 @@ def _dump(fields: Any) -> str | None:
         return None
     text = json.dumps(redact(fields), ensure_ascii=False, sort_keys=True, default=str)
     # Belt and braces: a configured secret that turns up under an unexpected name.
-    for name in ("WECHAT_PAY_KEY", "WECHAT_APPSECRET", "SECRET_KEY"):
+    for name in ("WECHAT_PAY_KEY", "WECHAT_PAY_V3_KEY", "WECHAT_APPSECRET", "SECRET_KEY"):
         secret = current_app.config.get(name) or ""
         if len(secret) >= 6:
             text = text.replace(secret, REDACTED)

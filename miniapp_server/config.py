@@ -16,7 +16,10 @@ SANDBOX_APPSECRET = "sandbox-app-secret-not-a-real-one"
 SANDBOX_MCH_ID = "1900000109"
 SANDBOX_PAY_KEY = "sandboxpaykey0000000000000000000"  # 32 chars, like a real v2 key
 
+SANDBOX_PAY_V3_KEY = "sandboxapiv3key00000000000000000"  # 32 bytes, like a real APIv3 key
+
 SIGN_TYPES = ("MD5", "HMAC-SHA256")
+PAY_APIS = ("v2", "v3")
 
 
 class ConfigError(RuntimeError):
@@ -57,6 +60,15 @@ class Config:
     WECHAT_SANDBOX: bool = False
     WECHAT_CERT_PATH: str = ""
     WECHAT_KEY_PATH: str = ""
+    # WeChat Pay API v3 (WECHAT_PAY_API=v3): RSA-signed JSON, AES-GCM notifications.
+    WECHAT_PAY_API: str = "v2"
+    WECHAT_PAY_V3_KEY: str = ""  # the 32-byte APIv3 key
+    WECHAT_MCH_PRIVATE_KEY_PATH: str = ""  # apiclient_key.pem: signs every v3 request
+    WECHAT_MCH_CERT_SERIAL: str = ""  # the serial of the merchant API certificate of that key
+    WECHAT_PAY_PUBLIC_KEY_PATH: str = ""  # public-key mode: pub_key.pem from the merchant platform
+    WECHAT_PAY_PUBLIC_KEY_ID: str = ""  # ... and its id, PUB_KEY_ID_...
+    WECHAT_PAY_PLATFORM_CERTS: str = "auto"  # auto (only without a public key) | 1 (also, while migrating) | 0
+    SANDBOX_V3_KEY_DIR: str = ""  # where the sandbox keeps its generated v3 keys; default instance/sandbox-v3
     # Beyond the contract's table: tuning with safe defaults.
     WECHAT_TOKEN_ENDPOINT: str = "stable_token"  # or "token" (the classic cgi-bin/token)
     SESSION_TTL: int = 7200  # seconds a login token lives
@@ -106,6 +118,21 @@ class Config:
         cfg.WECHAT_SANDBOX = _flag(sandbox_raw) if sandbox_raw not in (None, "") else not cfg.WECHAT_APPID
         cfg.WECHAT_CERT_PATH = env.get("WECHAT_CERT_PATH", "")
         cfg.WECHAT_KEY_PATH = env.get("WECHAT_KEY_PATH", "")
+        cfg.WECHAT_PAY_API = (env.get("WECHAT_PAY_API", "") or "v2").strip().lower()
+        if cfg.WECHAT_PAY_API not in PAY_APIS:
+            raise ConfigError("WECHAT_PAY_API must be v2 or v3")
+        cfg.WECHAT_PAY_V3_KEY = env.get("WECHAT_PAY_V3_KEY", "")
+        if cfg.WECHAT_PAY_V3_KEY and len(cfg.WECHAT_PAY_V3_KEY.encode("utf-8")) != 32:
+            raise ConfigError("WECHAT_PAY_V3_KEY must be the 32-byte APIv3 key")
+        cfg.WECHAT_MCH_PRIVATE_KEY_PATH = env.get("WECHAT_MCH_PRIVATE_KEY_PATH", "")
+        cfg.WECHAT_MCH_CERT_SERIAL = env.get("WECHAT_MCH_CERT_SERIAL", "").strip().upper()
+        cfg.WECHAT_PAY_PUBLIC_KEY_PATH = env.get("WECHAT_PAY_PUBLIC_KEY_PATH", "")
+        cfg.WECHAT_PAY_PUBLIC_KEY_ID = env.get("WECHAT_PAY_PUBLIC_KEY_ID", "").strip()
+        cfg.WECHAT_PAY_PLATFORM_CERTS = (env.get("WECHAT_PAY_PLATFORM_CERTS", "") or "auto").strip().lower()
+        if cfg.WECHAT_PAY_PLATFORM_CERTS not in ("auto", "1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ConfigError("WECHAT_PAY_PLATFORM_CERTS must be auto, 1 or 0")
+        cfg.SANDBOX_V3_KEY_DIR = env.get("SANDBOX_V3_KEY_DIR", "") or os.path.join(
+            os.path.abspath(instance_path), "sandbox-v3")
         cfg.WECHAT_TOKEN_ENDPOINT = env.get("WECHAT_TOKEN_ENDPOINT", "") or cls.WECHAT_TOKEN_ENDPOINT
         if cfg.WECHAT_TOKEN_ENDPOINT not in ("stable_token", "token"):
             raise ConfigError("WECHAT_TOKEN_ENDPOINT must be stable_token or token")
@@ -132,6 +159,8 @@ class Config:
             self.WECHAT_APPSECRET = self.WECHAT_APPSECRET or SANDBOX_APPSECRET
             self.WECHAT_MCH_ID = self.WECHAT_MCH_ID or SANDBOX_MCH_ID
             self.WECHAT_PAY_KEY = self.WECHAT_PAY_KEY or SANDBOX_PAY_KEY
+            # v3's keys default to the ones the sandbox generates (integrations.py reads them from SANDBOX_V3_KEY_DIR).
+            self.WECHAT_PAY_V3_KEY = self.WECHAT_PAY_V3_KEY or SANDBOX_PAY_V3_KEY
         if not self.SECRET_KEY and self.APP_ENV != "production":
             self.SECRET_KEY = secrets.token_hex(32)
 
@@ -141,19 +170,32 @@ class Config:
             return
         if self.WECHAT_SANDBOX:
             raise ConfigError("the sandbox must not run with APP_ENV=production; unset WECHAT_SANDBOX")
-        missing = [
-            name
-            for name in ("SECRET_KEY", "WECHAT_APPID", "WECHAT_APPSECRET", "WECHAT_MCH_ID", "WECHAT_PAY_KEY",
-                         "WECHAT_NOTIFY_URL")
-            if not getattr(self, name)
-        ]
+        needed = ["SECRET_KEY", "WECHAT_APPID", "WECHAT_APPSECRET", "WECHAT_MCH_ID", "WECHAT_NOTIFY_URL"]
+        if self.WECHAT_PAY_API == "v3":
+            needed += ["WECHAT_PAY_V3_KEY", "WECHAT_MCH_PRIVATE_KEY_PATH", "WECHAT_MCH_CERT_SERIAL"]
+        else:
+            needed.append("WECHAT_PAY_KEY")
+        missing = [name for name in needed if not getattr(self, name)]
         if missing:
             raise ConfigError("production needs these settings: " + ", ".join(missing))
+        if self.WECHAT_PAY_API == "v3":
+            if bool(self.WECHAT_PAY_PUBLIC_KEY_PATH) != bool(self.WECHAT_PAY_PUBLIC_KEY_ID):
+                raise ConfigError("WECHAT_PAY_PUBLIC_KEY_PATH and WECHAT_PAY_PUBLIC_KEY_ID go together")
+            if not self.WECHAT_PAY_PUBLIC_KEY_PATH and not self.platform_certificates:
+                raise ConfigError("WeChat Pay v3 needs WECHAT_PAY_PUBLIC_KEY_PATH/_ID or platform certificates")
         if not self.WECHAT_NOTIFY_URL.startswith("https://"):
             raise ConfigError("WECHAT_NOTIFY_URL must be an https:// URL in production")
+
+    @property
+    def platform_certificates(self) -> bool:
+        """Download platform certificates? Always when asked; by default only when no public key is given."""
+        if self.WECHAT_PAY_PLATFORM_CERTS == "auto":
+            return not self.WECHAT_PAY_PUBLIC_KEY_PATH
+        return _flag(self.WECHAT_PAY_PLATFORM_CERTS)
 
     def as_flask(self) -> dict[str, Any]:
         values = {k: v for k, v in vars(self).items() if k != "extra" and k.isupper()}
         values["SQLALCHEMY_DATABASE_URI"] = self.DATABASE_URL
+        values["WECHAT_PAY_USE_PLATFORM_CERTS"] = self.platform_certificates
         values.update(self.extra)
         return values

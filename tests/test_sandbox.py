@@ -71,11 +71,11 @@ def test_unacknowledged_notifications_are_retried_on_wechats_schedule(app, clien
     real = pay_routes.handle_payment_notification
     refusals = {"left": 3}
 
-    def flaky(body, remote_addr):
+    def flaky(body, remote_addr, headers=None):
         if refusals["left"]:
             refusals["left"] -= 1
-            return False, "busy, try later"
-        return real(body, remote_addr)
+            return False, "busy, try later", {}
+        return real(body, remote_addr, headers=headers)
 
     monkeypatch.setattr(pay_routes, "handle_payment_notification", flaky)
     slept = []

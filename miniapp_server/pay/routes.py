@@ -1,4 +1,8 @@
-"""WeChat's side: the payment and refund notifications, each recorded in the audit trail."""
+"""WeChat's side: the payment and refund notifications, each recorded in the audit trail.
+
+The same URLs take API v2 (signed XML, answered with XML) and v3 (JSON signed in `Wechatpay-*`
+headers, answered 204, or 4xx/5xx with `{"code": "FAIL", "message"}`).
+"""
 
 import time
 
@@ -8,7 +12,7 @@ from .. import audit
 from ..services.notifications import handle_payment_notification
 from ..services.refund_notifications import handle_refund_notification
 from ..wechat.pay import xmlcodec
-from ..wechat.pay.client import ack
+from ..wechat.pay.gateway import V2, V3, is_v3_notification, notification_answer
 from ..wechat.pay.xmlcodec import MAX_BODY
 from . import bp
 
@@ -26,19 +30,26 @@ def _fields(body: bytes) -> dict:
         return {"unreadable_body_bytes": len(body)}
 
 
+def _answer(ok: bool, message: str) -> Response:
+    answer = notification_answer(V3 if is_v3_notification(request.headers) else V2, ok, message)
+    return Response(answer.body, status=answer.status, mimetype=answer.mimetype)
+
+
 @bp.post("/notify")
 def notify():
     started = time.perf_counter()
     body = _body()
-    ok, message = handle_payment_notification(body, request.remote_addr)
-    audit.incoming(request.path, _fields(body), ok, message, time.perf_counter() - started)
-    return Response(ack(ok, message), status=200, mimetype="text/xml")
+    ok, message, fields = handle_payment_notification(body, request.remote_addr, headers=request.headers)
+    # v2's raw XML is what arrived; v3's body is ciphertext, so its decrypted fields are recorded instead.
+    audit.incoming(request.path, fields if is_v3_notification(request.headers) else _fields(body), ok, message,
+                   time.perf_counter() - started)
+    return _answer(ok, message)
 
 
 @bp.post("/refund-notify")
 def refund_notify():
     started = time.perf_counter()
     body = _body()
-    ok, message, fields = handle_refund_notification(body, request.remote_addr)
+    ok, message, fields = handle_refund_notification(body, request.remote_addr, headers=request.headers)
     audit.incoming(request.path, fields, ok, message, time.perf_counter() - started)
-    return Response(ack(ok, message), status=200, mimetype="text/xml")
+    return _answer(ok, message)

@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping
 
 from Crypto.PublicKey.RSA import RsaKey
 
+from ..config import SANDBOX_PAY_V3_KEY
 from ..wechat.pay.v3 import crypto as v3crypto
 from ..wechat.pay.v3 import signing as v3signing
 from ..wechat.times import CHINA, china_now, parse_wechat_time
@@ -38,7 +39,7 @@ from .emulator import ORDER_TTL, RETRY_SCHEDULE, Emulator, SandboxError
 from .refunds import ERR_DESCRIPTIONS, RefundDesk
 from .v3_keys import SandboxV3Keys
 
-SANDBOX_V3_KEY = "sandboxapiv3key00000000000000000"  # 32 bytes, like a real APIv3 key
+SANDBOX_V3_KEY = SANDBOX_PAY_V3_KEY  # the APIv3 key the sandbox assumes unless WECHAT_PAY_V3_KEY says otherwise
 PUBLIC_KEY, PLATFORM_CERTIFICATE = "public_key", "platform_certificate"
 SIGNERS = (PUBLIC_KEY, PLATFORM_CERTIFICATE)
 

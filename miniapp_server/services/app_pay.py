@@ -17,4 +17,4 @@ def start(order: Order, *, notify_url: str, client_ip: str) -> dict[str, str]:
     """`{appid, partnerid, prepayid, package=Sign=WXPay, noncestr, timestamp, sign}` for this order."""
     order = payments.prepay(order, trade_type=TRADE_TYPE, notify_url=notify_url, client_ip=client_ip)
     assert order.prepay_id
-    return wechat.pay.app_params(order.prepay_id)
+    return wechat.gateway.app_params(order.prepay_id)

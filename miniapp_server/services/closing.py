@@ -16,7 +16,7 @@ def close_order(order: Order) -> Order:
     if order.prepay_id:
         db.session.commit()
         try:
-            wechat.pay.close_order(order.out_trade_no)
+            wechat.gateway.close(order.out_trade_no)
         except PayError as err:
             if err.code == "ORDERPAID":  # paid at the last moment: learn it instead of closing
                 return payments.sync_order(order)

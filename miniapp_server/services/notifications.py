@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Mapping
 
 from ..audit import request_id_from_attach
 from ..extensions import db, wechat
@@ -28,25 +28,34 @@ def _record_rejection(data: dict[str, str], verdict: str, detail: str, remote_ad
     db.session.commit()
 
 
-def handle_payment_notification(body: bytes, remote_addr: str | None) -> tuple[bool, str]:
-    """(acknowledge?, verdict or reason). True only once the outcome is committed."""
+def handle_payment_notification(body: bytes, remote_addr: str | None, headers: Mapping[str, str] | None = None
+                                ) -> tuple[bool, str, dict[str, Any]]:
+    """(acknowledge?, verdict or reason, the notification's fields). True only once the outcome is committed.
+
+    v2 (signed XML) or v3 (JSON signed in `headers`, its transaction AES-GCM-encrypted): the gateway
+    checks the signature on the raw body first, then decrypts, and gives v2's field names either way.
+    """
     db.session.rollback()  # start clean: nothing of this request's may ride along
+    headers = headers or {}
     try:
-        data = wechat.pay.parse_notification(body)
+        gateway = wechat.notification_gateway(headers)
+        if gateway is None:
+            raise NotificationRejected("notifications of this WeChat Pay API are not configured here", "wrong_api")
+        data = gateway.parse_payment_notification(headers, body)
     except NotificationRejected as err:
         raw = err.raw if isinstance(err.raw, dict) else {}
         log.warning("payment notification rejected: %s", err.code)
         _record_rejection(raw, str(err.code), err.message, remote_addr, len(body))
-        return False, err.message
+        return False, err.message, {k: raw[k] for k in ("out_trade_no", "appid", "mch_id", "mchid") if k in raw}
     if data.get("result_code") != "SUCCESS":
         _record_rejection(data, "result_fail", f"result_code {data.get('result_code')}: {data.get('err_code', '')}",
                           remote_addr, len(body))
-        return False, "result_code is not SUCCESS"
+        return False, "result_code is not SUCCESS", data
     no, txn, fee = data.get("out_trade_no", ""), data.get("transaction_id", ""), data.get("total_fee", "")
     if not no or not txn or not fee.isdigit() or len(no) > 64 or len(txn) > 32 or len(fee) > 9:
         _record_rejection(data, "bad_fields", "out_trade_no, transaction_id or total_fee missing or malformed",
                           remote_addr, len(body))
-        return False, "missing or malformed fields"
+        return False, "missing or malformed fields", data
     record = {"out_trade_no": no, "transaction_id": txn, "total_fee": int(fee), "result_code": "SUCCESS",
               "remote_addr": _clip(remote_addr, 45), "body_size": len(body), "detail": None}
     verdict = payments.apply_payment(out_trade_no=no, transaction_id=txn, total_fee=int(fee),
@@ -55,5 +64,5 @@ def handle_payment_notification(body: bytes, remote_addr: str | None) -> tuple[b
     log.info("payment notification for %s applied: %s (pay request %s)", no, verdict,
              request_id_from_attach(data.get("attach")) or "-")
     if verdict in payments.ACKNOWLEDGED:
-        return True, verdict
-    return False, verdict
+        return True, verdict, data
+    return False, verdict, data

@@ -24,7 +24,7 @@ from ..extensions import db, wechat
 from ..logging_setup import current_request_id
 from ..sqlite_tuning import begin_write
 from ..models import Anomaly, Order, OrderStatus, Payment, PaymentNotification, utcnow
-from ..wechat.times import parse_wechat_time, wechat_time
+from ..wechat.times import parse_wechat_time
 from ..wechat.errors import PayError
 
 log = logging.getLogger(__name__)
@@ -71,15 +71,15 @@ def prepay(order: Order, *, trade_type: str, notify_url: str, client_ip: str, op
     pay_request_id = order.pay_request_id or current_request_id()
     db.session.commit()  # never hold a database transaction across a call to WeChat
     try:
-        answer = wechat.pay.unified_order(
-            trade_type=trade_type, body=body, out_trade_no=no, total_fee=total, spbill_create_ip=client_ip,
-            notify_url=notify_url, openid=openid, product_id=product_id, time_expire=wechat_time(order.expires_at),
+        answer = wechat.gateway.prepay(
+            trade_type=trade_type, description=body, out_trade_no=no, total_fee=total, client_ip=client_ip,
+            notify_url=notify_url, openid=openid, product_id=product_id, expires_at=order.expires_at,
             attach=ATTACH_PREFIX + pay_request_id if pay_request_id else None,
         )
     except PayError as err:
         _handle_prepay_refusal(order_id, err)
         raise
-    prepay_id = answer.get("prepay_id")
+    prepay_id = answer.prepay_id
     if not prepay_id:
         raise ApiError(502, "wechat_pay_error", "WeChat Pay answered without a prepay_id")
     if prepay_id == old_prepay_id and old_expires is not None:
@@ -87,7 +87,7 @@ def prepay(order: Order, *, trade_type: str, notify_url: str, client_ip: str, op
     result = db.session.execute(
         update(Order).where(Order.id == order_id, Order.status == OrderStatus.UNPAID.value).values(
             prepay_id=prepay_id, trade_type=trade_type, prepay_expires_at=expires,
-            code_url=answer.get("code_url"), client_ip=client_ip[:45], pay_request_id=pay_request_id,
+            code_url=answer.code_url, client_ip=client_ip[:45], pay_request_id=pay_request_id,
             updated_at=utcnow()),
         execution_options={"synchronize_session": False},
     )
@@ -114,7 +114,7 @@ def _handle_prepay_refusal(order_id: int, err: PayError) -> None:
 
 def jsapi_params(order: Order) -> dict[str, str]:
     assert order.prepay_id
-    return wechat.pay.jsapi_params(order.prepay_id)
+    return wechat.gateway.jsapi_params(order.prepay_id)
 
 
 def mark_closed(order_id: int) -> bool:
@@ -204,17 +204,16 @@ def sync_order(order: Order) -> Order:
     order_id, no = order.id, order.out_trade_no
     db.session.commit()
     try:
-        answer = wechat.pay.order_query(out_trade_no=no)
+        answer = wechat.gateway.query(no)
     except PayError as err:
         if err.code == "ORDERNOTEXIST":  # never reached WeChat: nothing to learn
             return db.session.get(Order, order_id)  # type: ignore[return-value]
         raise
-    state = answer.get("trade_state")
-    if state in ("SUCCESS", "REFUND") and answer.get("transaction_id"):
-        fee = answer.get("total_fee", "")
-        apply_payment(out_trade_no=no, transaction_id=answer["transaction_id"],
-                      total_fee=int(fee) if fee.isdigit() else -1, time_end=answer.get("time_end"), source="query")
-    elif state in ("CLOSED", "REVOKED", "PAYERROR"):
+    if answer.paid and answer.transaction_id:
+        apply_payment(out_trade_no=no, transaction_id=answer.transaction_id,
+                      total_fee=answer.total_fee if answer.total_fee is not None else -1, time_end=answer.time_end,
+                      source="query")
+    elif answer.trade_state in ("CLOSED", "REVOKED", "PAYERROR"):
         mark_closed(order_id)
     fresh = db.session.get(Order, order_id)
     db.session.refresh(fresh)

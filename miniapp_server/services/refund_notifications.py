@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Mapping
 
 from ..extensions import db, wechat
 from ..models import PaymentNotification
@@ -35,11 +35,20 @@ def _reject(fields: dict[str, str], verdict: str, detail: str, remote_addr: str 
     db.session.commit()
 
 
-def handle_refund_notification(body: bytes, remote_addr: str | None) -> tuple[bool, str, dict[str, str]]:
-    """(acknowledge?, verdict or reason, the decrypted fields for the audit). True only once committed."""
+def handle_refund_notification(body: bytes, remote_addr: str | None, headers: Mapping[str, str] | None = None
+                               ) -> tuple[bool, str, dict[str, str]]:
+    """(acknowledge?, verdict or reason, the decrypted fields for the audit). True only once committed.
+
+    v2 (`req_info` AES-256-ECB) or v3 (JSON signed in `headers`, `resource` AES-256-GCM): the gateway
+    verifies and decrypts, and gives v2's field names either way.
+    """
     db.session.rollback()  # start clean: nothing of this request's may ride along
+    headers = headers or {}
     try:
-        fields = wechat.pay.parse_refund_notification(body)
+        gateway = wechat.notification_gateway(headers)
+        if gateway is None:
+            raise NotificationRejected("notifications of this WeChat Pay API are not configured here", "wrong_api")
+        fields = gateway.parse_refund_notification(headers, body)
     except NotificationRejected as err:
         raw = err.raw if isinstance(err.raw, dict) else {}
         log.warning("refund notification rejected: %s", err.code)

@@ -181,12 +181,12 @@ def _submit(refund: Refund, resumed: bool) -> RefundOutcome:
         .scalar_one()
     params: dict[str, Any] = dict(
         out_trade_no=order.out_trade_no, out_refund_no=refund.out_refund_no, total_fee=paid,
-        refund_fee=refund.refund_fee, notify_url=refund_notify_url(), refund_desc=refund.reason,
+        refund_fee=refund.refund_fee, notify_url=refund_notify_url(), reason=refund.reason,
         transaction_id=refund.transaction_id,
     )
     db.session.commit()  # never hold a database transaction across a call to WeChat
     try:
-        answer = wechat.pay.refund(**params)
+        answer = wechat.gateway.refund(**params)
     except PayError as err:
         if err.should_retry or err.code in RETRY_SAME:
             log.warning("refund %s: WeChat says try again (%s); it stays pending", params["out_refund_no"], err.code)
@@ -199,7 +199,7 @@ def _submit(refund: Refund, resumed: bool) -> RefundOutcome:
         return RefundOutcome(_fresh(refund_pk), resumed, err)
     db.session.execute(
         update(Refund).where(Refund.id == refund_pk, Refund.status == RefundStatus.PENDING.value)
-        .values(status=RefundStatus.PROCESSING.value, refund_id=(answer.get("refund_id") or None), updated_at=utcnow()),
+        .values(status=RefundStatus.PROCESSING.value, refund_id=answer.refund_id, updated_at=utcnow()),
         execution_options={"synchronize_session": False},
     )  # a notification that came first (status success) is left alone
     db.session.commit()
@@ -325,14 +325,7 @@ def query_refund(refund: Refund) -> str:
     """Ask WeChat (refund query) how a refund stands and apply it; reconcile uses this."""
     out_refund_no = refund.out_refund_no
     db.session.commit()
-    answer = wechat.pay.refund_query(out_refund_no)
-    count = answer.get("refund_count", "")
-    for n in range(int(count) if count.isdigit() else 0):
-        if answer.get(f"out_refund_no_{n}") == out_refund_no:
-            fields = {"out_refund_no": out_refund_no, "out_trade_no": answer.get("out_trade_no", ""),
-                      "transaction_id": answer.get("transaction_id", ""),
-                      "refund_fee": answer.get(f"refund_fee_{n}", ""), "refund_id": answer.get(f"refund_id_{n}", ""),
-                      "refund_status": answer.get(f"refund_status_{n}", ""),
-                      "success_time": answer.get(f"refund_success_time_{n}", "")}
-            return settle_refund(fields, source="query")
+    state = wechat.gateway.refund_query(out_refund_no)
+    if state is not None and state.out_refund_no == out_refund_no:
+        return settle_refund(state.fields(), source="query")
     return PROCESSING
