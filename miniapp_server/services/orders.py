@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import func
+from sqlalchemy.orm import joinedload
 
 from ..errors import bad_request, not_found
 from ..extensions import db
@@ -76,13 +77,18 @@ def create_order(user_id: int, raw_items: Any) -> Order:
     return order
 
 
-def get_own_order(user_id: int, out_trade_no: str) -> Order:
-    """The caller's order; someone else's is simply not found."""
+def get_own_order(user_id: int, out_trade_no: str, *, with_items: bool = False) -> Order:
+    """The caller's order; someone else's is simply not found.
+
+    `with_items` loads its lines in the same query (a join), for a caller that shows them:
+    lazily they would cost a second round trip to the database.
+    """
     if not out_trade_no or len(out_trade_no) > 32:
         raise not_found("no such order")
-    order = db.session.execute(
-        db.select(Order).filter_by(out_trade_no=out_trade_no, user_id=user_id)
-    ).scalar_one_or_none()
+    query = db.select(Order).filter_by(out_trade_no=out_trade_no, user_id=user_id)
+    if with_items:
+        query = query.options(joinedload(Order.items))
+    order = db.session.execute(query).unique().scalar_one_or_none()
     if order is None:
         raise not_found("no such order")
     return order

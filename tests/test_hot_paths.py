@@ -1,0 +1,43 @@
+"""The hot paths the benchmark measures (bench/README.md) make the round trips they need, no more."""
+
+from contextlib import contextmanager
+
+from sqlalchemy import event
+
+from miniapp_server.extensions import db
+
+
+@contextmanager
+def statements():
+    """Every SQL statement the app sends while the block runs (BEGIN/COMMIT included)."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement.strip().split()[0].upper())
+
+    engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def test_reading_an_order_is_one_query_with_its_items(client, user):
+    made = client.post("/api/orders", headers=user["headers"], json={
+        "items": [{"product_id": 1, "quantity": 2}, {"product_id": 2, "quantity": 1}]}).get_json()
+    db.session.remove()  # nothing cached in this thread's session: the request loads what it shows
+    with statements() as seen:
+        resp = client.get(f"/api/orders/{made['out_trade_no']}", headers=user["headers"])
+    assert resp.status_code == 200
+    shown = resp.get_json()
+    assert shown["items"] == made["items"] and len(shown["items"]) == 2
+    assert seen.count("SELECT") == 1  # the order and its lines in one join, not a lazy second query
+
+
+def test_reading_someone_elses_order_is_still_not_found(client, user, order):
+    from .conftest import bearer, login
+
+    other = login(client, "mallory#1")
+    resp = client.get(f"/api/orders/{order['out_trade_no']}", headers=bearer(other["token"]))
+    assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "not_found"
