@@ -2,6 +2,8 @@
 
 from contextlib import contextmanager
 
+import pytest
+
 from sqlalchemy import event
 
 from miniapp_server.extensions import db
@@ -41,3 +43,26 @@ def test_reading_someone_elses_order_is_still_not_found(client, user, order):
     other = login(client, "mallory#1")
     resp = client.get(f"/api/orders/{order['out_trade_no']}", headers=bearer(other["token"]))
     assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("action", ["pay", "native", "app-pay"])
+def test_no_database_transaction_is_open_while_wechat_is_asked_for_a_prepay(client, user, order, monkeypatch, action):
+    """Found by bench on SQLite: reading an expired attribute after the commit reopened a read
+    transaction that lived across the WeChat call, so the UPDATE after it failed ("database is
+    locked") whenever another worker had written meanwhile; on PostgreSQL it held a connection
+    idle in transaction for the length of the call."""
+    from miniapp_server.sandbox.transport import WSGIAdapter
+
+    open_during_call: list[bool] = []
+    original = WSGIAdapter.send
+
+    def send(self, request, **kwargs):
+        if "/sandbox/" in request.url and "/pay/" in request.url:
+            open_during_call.append(db.session().in_transaction())
+        return original(self, request, **kwargs)
+
+    monkeypatch.setattr(WSGIAdapter, "send", send)
+    db.session.remove()
+    resp = client.post(f"/api/orders/{order['out_trade_no']}/{action}", headers=user["headers"])
+    assert resp.status_code == 200, resp.get_json()
+    assert open_during_call == [False]

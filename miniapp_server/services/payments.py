@@ -64,7 +64,9 @@ def prepay(order: Order, *, trade_type: str, notify_url: str, client_ip: str, op
     # repeated unified order identical, so that once a prepay has expired WeChat gives the *same* trade a
     # fresh prepay_id / code_url instead of refusing it (see services/native.py).
     expires = min(order.expires_at, now + timedelta(seconds=current_app.config["PREPAY_TTL"]))
-    order_id, no, total, body = order.id, order.out_trade_no, order.total_fee, order.body
+    # Everything the call needs is read now: an attribute read after the commit below would reload the
+    # order and so open a transaction that lives across the call to WeChat.
+    order_id, no, total, body, deadline = order.id, order.out_trade_no, order.total_fee, order.body, order.expires_at
     old_prepay_id, old_expires = order.prepay_id, order.prepay_expires_at
     # WeChat echoes `attach` in its notification: the id of the request that opened the trade follows the
     # payment there (kept on the order, so that a renewed unified order stays identical).
@@ -73,7 +75,7 @@ def prepay(order: Order, *, trade_type: str, notify_url: str, client_ip: str, op
     try:
         answer = wechat.gateway.prepay(
             trade_type=trade_type, description=body, out_trade_no=no, total_fee=total, client_ip=client_ip,
-            notify_url=notify_url, openid=openid, product_id=product_id, expires_at=order.expires_at,
+            notify_url=notify_url, openid=openid, product_id=product_id, expires_at=deadline,
             attach=ATTACH_PREFIX + pay_request_id if pay_request_id else None,
         )
     except PayError as err:
