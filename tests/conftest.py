@@ -37,6 +37,25 @@ def vector(name: str) -> dict:
     return next(v for v in KNOWN_ANSWERS["vectors"] if v["name"] == name)
 
 
+# WeChat's own paths of the calls that journey tests look for, in the API (WECHAT_PAY_API) an app runs on.
+WECHAT_PATHS = {
+    "v2": {"prepay": "/pay/unifiedorder", "refund": "/secapi/pay/refund"},
+    "v3": {"prepay": "/v3/pay/transactions/jsapi", "refund": "/v3/refund/domestic/refunds"},
+}
+
+
+def wechat_path(app, call: str) -> str:
+    return WECHAT_PATHS[app.config["WECHAT_PAY_API"]][call]
+
+
+def lose_notifications(app) -> None:
+    """From now on the sandbox's payment notifications never arrive (v2 and v3 alike)."""
+    emu = app.extensions["sandbox"]
+    emu.sender = lambda url, body: (500, b"")
+    if app.config["WECHAT_PAY_API"] == "v3":
+        emu.v3.send = lambda url, body, headers: (500, b"")
+
+
 def _check_test_database(url: str) -> None:
     # The suite empties tables: never let it near a database that is not meant for tests.
     name = make_url(url).database or ""
@@ -76,11 +95,20 @@ def _reset_database() -> None:
         db.create_all()
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "pay_api(api): run this test's apps on WeChat Pay API v2 or v3, whatever "
+                                       "WECHAT_PAY_API says (for tests of one API's protocol by nature)")
+
+
 @pytest.fixture
-def env(tmp_path: Path, run_id: str) -> dict[str, str]:
+def env(request, tmp_path: Path, run_id: str) -> dict[str, str]:
     if ON_POSTGRES:
         _check_test_database(DATABASE_URL)
-    return base_env(tmp_path, run_id)
+    values = base_env(tmp_path, run_id)
+    pinned = request.node.get_closest_marker("pay_api")
+    if pinned is not None:
+        values["WECHAT_PAY_API"] = pinned.args[0]
+    return values
 
 
 @pytest.fixture

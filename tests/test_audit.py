@@ -16,7 +16,7 @@ from miniapp_server.services import refunds
 from miniapp_server.sqlite_tuning import begin_write
 from miniapp_server.wechat.pay import signing
 
-from .conftest import login
+from .conftest import login, wechat_path
 from .ops_helpers import fresh, new_order, pay_in_sandbox, prepay
 
 
@@ -46,15 +46,16 @@ def test_every_exchange_is_recorded_with_its_outcome_and_timing(app, client, use
 
     rows = exchanges()
     seen = [(x.direction, x.path, x.outcome) for x in rows]
+    prepay_path, refund_path = wechat_path(app, "prepay"), wechat_path(app, "refund")
     assert ("out", "/sns/jscode2session", "ok") in seen
     assert ("out", "/sns/jscode2session", "InvalidCode:40029") in seen
-    assert ("out", "/pay/unifiedorder", "ok") in seen
+    assert ("out", prepay_path, "ok") in seen
     assert ("in", "/api/pay/notify", "SUCCESS:paid") in seen
-    assert ("out", "/secapi/pay/refund", "ok") in seen
+    assert ("out", refund_path, "ok") in seen
     assert ("in", "/api/pay/refund-notify", "SUCCESS:refunded") in seen
     assert ("out", "/pay/orderquery", "PayError:ORDERNOTEXIST") in seen
     assert ("in", "/api/pay/notify", "FAIL:signature does not verify") in seen
-    assert {x.out_trade_no for x in rows if x.path in ("/pay/unifiedorder", "/api/pay/notify", "/secapi/pay/refund",
+    assert {x.out_trade_no for x in rows if x.path in (prepay_path, "/api/pay/notify", refund_path,
                                                        "/api/pay/refund-notify") and x.outcome[0] in "oS"} == {no}
     assert all(x.duration_ms >= 0 and x.at is not None for x in rows)
     notified = next(x for x in rows if x.path == "/api/pay/refund-notify")
@@ -74,6 +75,14 @@ def test_no_secret_in_any_recorded_exchange_or_log_line(app, client, caplog, mon
         return signatures[-1]
 
     monkeypatch.setattr(signing, "sign", spy)
+    from miniapp_server.wechat.pay.v3 import signing as v3signing
+    real_rsa = v3signing.sign
+
+    def rsa_spy(message, private_key):  # v3: requests, answers, notifications, paySign
+        signatures.append(real_rsa(message, private_key))
+        return signatures[-1]
+
+    monkeypatch.setattr(v3signing, "sign", rsa_spy)
     data = login(client)
     user = {"headers": {"Authorization": f"Bearer {data['token']}"}}
     order = new_order(client, user)
@@ -92,16 +101,21 @@ def test_no_secret_in_any_recorded_exchange_or_log_line(app, client, caplog, mon
         "session_key": sessions.lookup(data["token"]).session_key, "login token": data["token"],
     }
     secrets.update({f"sign {i}": s for i, s in enumerate(signatures)})
+    if app.config["WECHAT_PAY_API"] == "v3":
+        secrets["apiv3 key"] = app.config["WECHAT_PAY_V3_KEY"]
+        pem = wechat.state.pay_v3.creds.private_key.export_key().decode().splitlines()
+        secrets["private key"] = pem[len(pem) // 2]
     assert len(signatures) >= 6  # requests, answers, the notification, the second signature for the phone
     rows = exchanges()
-    assert {"/sns/jscode2session", "/pay/unifiedorder", "/secapi/pay/refund", "/cgi-bin/stable_token"} <= \
-        {x.path for x in rows}
+    assert {"/sns/jscode2session", wechat_path(app, "prepay"), wechat_path(app, "refund"), "/cgi-bin/stable_token"} \
+        <= {x.path for x in rows}
     recorded = "\n".join(f"{x.request}\n{x.response}" for x in rows)
     logged = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
     for name, value in secrets.items():
         assert value and value not in recorded, f"{name} in the audit trail"
         assert value not in logged, f"{name} in a log line"
-    assert '"sign": "[redacted]"' in recorded and '"secret": "[redacted]"' in recorded
+    assert '"secret": "[redacted]"' in recorded
+    assert app.config["WECHAT_PAY_API"] == "v3" or '"sign": "[redacted]"' in recorded  # v3 signs in headers
     assert '"session_key": "[redacted]"' in recorded and '"access_token": "[redacted]"' in recorded
 
 
@@ -115,7 +129,7 @@ def test_one_request_id_follows_a_payment_from_pay_to_its_notification(app, clie
     assert fresh(no).pay_request_id == "pay-4f2a"
     pay_in_sandbox(client, resp.get_json())  # another request, with an id of its own
 
-    (unified,) = exchanges(path="/pay/unifiedorder")
+    (unified,) = exchanges(path=wechat_path(app, "prepay"))
     assert unified.request_id == "pay-4f2a" and json.loads(unified.request)["attach"] == "rid=pay-4f2a"
     (notified,) = exchanges(path="/api/pay/notify")
     assert notified.request_id == "pay-4f2a" and json.loads(notified.request)["attach"] == "rid=pay-4f2a"
@@ -136,7 +150,7 @@ def test_json_logs_carry_the_request_id_and_no_secret(make_app, capsys):
         capsys.readouterr()
         client.post(f"/api/orders/{order['out_trade_no']}/pay", headers={**user["headers"], "X-Request-Id": "json-1"})
         lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
-    assert any(e["request_id"] == "json-1" and "/pay/unifiedorder" in e["message"] for e in lines)
+    assert any(e["request_id"] == "json-1" and wechat_path(app, "prepay") in e["message"] for e in lines)
     assert all({"time", "level", "logger", "request_id", "message"} <= set(e) for e in lines)
     assert not any(app.config["WECHAT_PAY_KEY"] in json.dumps(e) for e in lines)
 

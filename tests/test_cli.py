@@ -12,7 +12,7 @@ from sqlalchemy import update
 from miniapp_server.extensions import db
 from miniapp_server.models import Order, utcnow
 
-from .conftest import bearer, login
+from .conftest import bearer, login, wechat_path
 from .ops_helpers import fresh, new_order, paid_order, pay_in_sandbox, prepay
 
 
@@ -64,7 +64,7 @@ def test_show_tells_the_whole_story(app, runner, client, user):
     assert f"{txn}       3600  notify  refunded     600" in out
     assert "payment  paid" in out and "refund   refunded" in out
     assert f"{no}R1        600  success" in out
-    for path in ("/pay/unifiedorder", "/api/pay/notify", "/secapi/pay/refund", "/api/pay/refund-notify"):
+    for path in (wechat_path(app, "prepay"), "/api/pay/notify", wechat_path(app, "refund"), "/api/pay/refund-notify"):
         assert path in out
 
     data = json.loads(run(runner, "show", no, "--json").stdout)
@@ -160,10 +160,10 @@ def test_reconcile_exits_1_when_wechat_fails(app, runner, client, user, monkeypa
     order = new_order(client, user)
     prepay(client, user, order)
 
-    def down(**_):
+    def down(*_, **__):
         raise WeChatUnavailable("no answer from WeChat Pay (ConnectionError)")
 
-    monkeypatch.setattr(wechat.pay, "order_query", down)
+    monkeypatch.setattr(wechat.gateway, "query", down)
     result = runner.invoke(args=["orders", "reconcile", "--older-than", "0", "--json"])
     assert result.exit_code == 1
     summary = json.loads(result.stdout)
@@ -182,5 +182,5 @@ def test_shell_helpers_work(app, client, user):
     ctx = app.make_shell_context()
     assert ctx["find_order"](order["out_trade_no"]).status == "paid"
     assert [o.out_trade_no for o in ctx["user_orders"](user["user"]["id"])] == [order["out_trade_no"]]
-    assert [x.path for x in ctx["exchanges"](order["out_trade_no"])] == ["/pay/unifiedorder", "/api/pay/notify"]
+    assert [x.path for x in ctx["exchanges"](order["out_trade_no"])] == [wechat_path(app, "prepay"), "/api/pay/notify"]
     assert ctx["recent_anomalies"]() == []

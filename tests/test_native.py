@@ -14,7 +14,7 @@ from miniapp_server.wechat.errors import PayError
 from miniapp_server.wechat.pay import signing, xmlcodec
 from miniapp_server.wechat.times import wechat_time
 
-from .conftest import bearer, login
+from .conftest import bearer, login, lose_notifications
 from .qrdecode import decode_png
 
 BROWSER_IMG_ACCEPT = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"  # Chromium's <img>
@@ -49,6 +49,7 @@ def test_native_answers_code_url_and_qrcode_url(client, user, order):
     assert urlsplit(data["checkout_url"]).path == f"/pay/native/{order['out_trade_no']}"
 
 
+@pytest.mark.pay_api("v2")  # v2's XML and keys by nature; v3's counterpart is in test_v3_app.py
 def test_unified_order_carries_native_fields(app, client, user, order, monkeypatch):
     sent = {}
     real = app.extensions["wechat"].pay.http.post
@@ -206,8 +207,7 @@ def test_an_order_past_its_deadline_is_closed_at_wechat_not_renewed(client, user
 
 def test_an_order_paid_at_the_last_moment_is_learnt_not_closed(client, user, order):
     data = start(client, user, order).get_json()
-    emu = client.application.extensions["sandbox"]
-    emu.sender = lambda url, body: (500, b"")  # the notification is lost
+    lose_notifications(client.application)
     client.post("/sandbox/control/scan", json={"code_url": data["code_url"]})
     db.session.execute(db.update(Order).values(expires_at=utcnow() - timedelta(seconds=1)))
     db.session.commit()
@@ -249,7 +249,7 @@ def test_a_lost_notification_is_caught_by_the_status_check(make_app):
         data = start(client, user, order).get_json()
         status_url = data["checkout_url"].replace(f"/native/{order['out_trade_no']}?",
                                                   f"/native/{order['out_trade_no']}/status?")
-        app.extensions["sandbox"].sender = lambda url, body: (500, b"")  # WeChat's notification is lost
+        lose_notifications(app)  # WeChat's notification is lost
         client.post("/sandbox/control/scan", json={"code_url": data["code_url"]})
         assert client.get(status_url).get_json()["status"] == "unpaid"  # a fresh code: not asked yet
         assert calls(client, "orderquery") == 0

@@ -12,6 +12,7 @@ from miniapp_server.extensions import db, store
 from miniapp_server.models import Order, utcnow
 from miniapp_server.services import refunds
 from miniapp_server.services.reconcile import LOCK_NAME, reconcile
+from miniapp_server.wechat.pay.gateway import TradeState
 
 from .conftest import bearer, login
 from .ops_helpers import fresh, new_order, paid_order, pay_in_sandbox, prepay, sandbox_calls, sandbox_notifications
@@ -162,13 +163,13 @@ def test_wechat_failing_is_counted_not_fatal(client, user, monkeypatch):
         prepay(client, user, o)
     calls = []
 
-    def flaky(out_trade_no=None, transaction_id=None):
+    def flaky(out_trade_no):
         calls.append(out_trade_no)
         if len(calls) == 1:
             raise WeChatUnavailable("no answer from WeChat Pay (ConnectTimeout)")
-        return {"trade_state": "NOTPAY", "out_trade_no": out_trade_no}
+        return TradeState("NOTPAY")
 
-    monkeypatch.setattr(wechat.pay, "order_query", flaky)
+    monkeypatch.setattr(wechat.gateway, "query", flaky)
     summary = reconcile(older_than=0)
     assert (summary.checked, summary.errors, summary.unchanged) == (2, 1, 1)
     assert "ConnectTimeout" in summary.failures[0]

@@ -377,11 +377,13 @@ class V3Desk:
             names = ("appid", "timestamp", "noncestr", "prepayid")
             given, trade_type = params.get("sign"), "APP"
         fields = {k: params.get(k) for k in names}
+        if trade_type == "JSAPI":  # wx.requestPayment is not given appId: the mini-program's own is signed
+            fields["appId"] = fields["appId"] or self.merchant.appid
         if any(not isinstance(v, (str, int)) or v == "" for v in fields.values()) or not isinstance(given, str):
             raise SandboxError(400, "invalid_params", "every field of the pay parameters is required")
         message = "".join(f"{fields[k]}\n" for k in names).encode("utf-8")
         if not v3signing.verify(message, given, self.merchant_public_key):
-            raise SandboxError(400, "bad_pay_sign", "the pay parameters' RSA signature does not verify")
+            raise SandboxError(400, "bad_pay_sign", "the pay parameters' signature does not verify")
         if trade_type == "JSAPI":
             package = str(fields["package"])
             prepay_id = package[len("prepay_id="):] if package.startswith("prepay_id=") else ""
