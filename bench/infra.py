@@ -95,6 +95,11 @@ class Postgres:
         subprocess.run(_as_postgres([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
                                      "-U", "postgres", self.database]), check=True, capture_output=True)
 
+    def create_database(self, name: str) -> str:
+        subprocess.run(_as_postgres([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+                                     "-U", "postgres", name]), check=True, capture_output=True)
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
     def pids(self) -> list[int]:
         """The postmaster and its backends (one per client connection)."""
         try:
