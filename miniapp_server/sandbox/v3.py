@@ -311,7 +311,7 @@ class V3Desk:
             existing = next((r for r in refunds if r["out_refund_no"] == out_refund_no), None)
             if existing is not None:  # the same refund again: the same answer, nothing new happens
                 if existing["refund_fee"] != fee or total != paid:
-                    raise V3Error(400, "INVALID_REQUEST", "订单金额或退款金额与之前请求不一致，请核实后再试")
+                    raise V3Error(400, "INVALID_REQUEST", "订单金额或退款金额与之前请求不一致")
                 return 200, self.refund_view(order, existing)
             if total != paid:
                 raise V3Error(400, "INVALID_REQUEST", "订单金额与实际支付金额不一致")

@@ -133,7 +133,7 @@ def _generate_into(directory: Path, mch_id: str) -> None:
         MERCHANT_KEY: merchant.export_key("PEM", pkcs=8).decode("ascii"),
         MERCHANT_SERIAL: hashlib.sha1(merchant.public_key().export_key("DER")).hexdigest().upper(),
         PUBLIC_KEY: pub.public_key().export_key("PEM").decode("ascii"),
-        PUBLIC_KEY_ID: "PUB_KEY_ID_01" + (mch_id + "0" * 10)[:10] + str(int.from_bytes(os.urandom(6), "big"))[:12].zfill(12),
+        PUBLIC_KEY_ID: "PUB_KEY_ID_01" + (mch_id + "0" * 10)[:10] + str(secrets.randbelow(10**12)).zfill(12),
         PUBLIC_KEY_PRIVATE: pub.export_key("PEM", pkcs=8).decode("ascii"),
         PLATFORM_CERT: self_signed_certificate(platform, serial, "Tenpay.com Root CA sandbox", not_before, not_after),
         PLATFORM_PRIVATE: platform.export_key("PEM", pkcs=8).decode("ascii"),

@@ -132,7 +132,8 @@ class WeChatPayKeys:
         self._local_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"WeChatPayKeys(mchid={self.mchid!r}, public_key_id={self.public_key_id!r}, certificates={self.uses_certificates})"
+        return (f"WeChatPayKeys(mchid={self.mchid!r}, public_key_id={self.public_key_id!r}, "
+                f"certificates={self.uses_certificates})")
 
     @property
     def uses_certificates(self) -> bool:
