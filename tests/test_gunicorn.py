@@ -24,8 +24,8 @@ def served_by(server, path_fragment: str) -> list[str]:
 
 
 def test_a_token_from_one_worker_works_on_another(gunicorn):
-    # Each worker exits after one request, so every request below is served by a different process.
-    server = gunicorn("--workers", "2", "--threads", "1", "--max-requests", "1",
+    # Each sync worker exits after one request, so every request below is served by a different process.
+    server = gunicorn("--workers", "2", "--threads", "1", "--worker-class", "sync", "--max-requests", "1",
                       "--access-logformat", '%(p)s "%(r)s" %(s)s')
     http = requests.Session()
     http.headers["Connection"] = "close"

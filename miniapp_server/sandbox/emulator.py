@@ -56,6 +56,17 @@ class SandboxError(Exception):
 
 # A function that posts `body` to `url` and gives back (HTTP status, answer body).
 Sender = Callable[[str, bytes], tuple[int, bytes]]
+# One delivery attempt of a prepared notification, and the reading of the merchant's answer.
+Post = Callable[[], tuple[int, bytes]]
+Acknowledged = Callable[[int, bytes], bool]
+
+
+def v2_acknowledged(status: int, answer: bytes) -> bool:
+    """WeChat Pay v2 stops retrying once the merchant answers `return_code` SUCCESS."""
+    try:
+        return status == 200 and xmlcodec.loads(answer).get("return_code") == "SUCCESS"
+    except xmlcodec.XMLError:
+        return False
 
 
 class Emulator:
@@ -65,6 +76,7 @@ class Emulator:
         self.merchant = merchant
         self.sender = sender
         self.time_scale = time_scale
+        self.sleep = time.sleep  # between retries; tests watch it
         # WeChat's prepay_id and NATIVE code_url live two hours; tests shorten it to watch a renewal.
         self.prepay_ttl = prepay_ttl
 
@@ -364,34 +376,45 @@ class Emulator:
         return xmlcodec.dumps(fields)
 
     def deliver(self, order: dict[str, Any]) -> dict[str, Any]:
-        """Deliver once now; if not acknowledged, keep trying on WeChat's schedule in the background."""
+        """Deliver the payment notification once now; if not acknowledged, keep trying in the background."""
         body = self.notification_for(order)
-        first = self._attempt(order["notify_url"], order["out_trade_no"], body, 1)
+        return self.deliver_with_retries(
+            order["notify_url"], {"out_trade_no": order["out_trade_no"], "kind": "payment"},
+            lambda: self.sender(order["notify_url"], body), v2_acknowledged)
+
+    def deliver_with_retries(self, url: str, tags: dict[str, str], post: Post, acknowledged: Acknowledged) -> dict[str, Any]:
+        """One delivery now, then WeChat's retry schedule on a thread until the merchant acknowledges.
+
+        `post` sends the notification (v3 signs each attempt afresh, its signatures age); `acknowledged`
+        reads the merchant's answer; `tags` go into every entry of /sandbox/control/notifications.
+        """
+        first = self._attempt(url, tags, post, acknowledged, 1)
         if not first["acknowledged"]:
-            threading.Thread(target=self._retry, args=(order["notify_url"], order["out_trade_no"], body),
-                             daemon=True, name=f"sandbox-notify-{order['out_trade_no']}").start()
+            name = f"sandbox-notify-{tags.get('out_refund_no') or tags.get('out_trade_no')}"
+            threading.Thread(target=self._retry, args=(url, tags, post, acknowledged), daemon=True, name=name).start()
         return first
 
-    def _retry(self, url: str, out_trade_no: str, body: bytes) -> None:
+    def _retry(self, url: str, tags: dict[str, str], post: Post, acknowledged: Acknowledged) -> None:
         for attempt, delay in enumerate(RETRY_SCHEDULE, start=2):
-            time.sleep(delay * self.time_scale)
-            if self._attempt(url, out_trade_no, body, attempt)["acknowledged"]:
+            self.sleep(delay * self.time_scale)
+            if self._attempt(url, tags, post, acknowledged, attempt)["acknowledged"]:
                 return
 
-    def _attempt(self, url: str, out_trade_no: str, body: bytes, attempt: int) -> dict[str, Any]:
+    def _attempt(self, url: str, tags: dict[str, str], post: Post, acknowledged: Acknowledged,
+                 attempt: int) -> dict[str, Any]:
         started = time.time()
         try:
-            status, answer = self.sender(url, body)
-            try:
-                acknowledged = status == 200 and xmlcodec.loads(answer).get("return_code") == "SUCCESS"
-            except xmlcodec.XMLError:
-                acknowledged = False
+            status, answer = post()
+            ok = acknowledged(status, answer)
             outcome = answer[:200].decode("utf-8", "replace")
         except Exception as exc:  # the merchant's server is down: WeChat just tries again later
-            status, acknowledged, outcome = 0, False, f"{type(exc).__name__}"
-        entry = {"out_trade_no": out_trade_no, "url": url, "attempt": attempt,
-                 "at": datetime.fromtimestamp(started, timezone.utc).isoformat(), "status": status,
-                 "acknowledged": acknowledged, "answer": outcome, "kind": "payment"}
+            status, ok, outcome = 0, False, type(exc).__name__
+        return self.log_attempt(url, tags, attempt, started, status, ok, outcome)
+
+    def log_attempt(self, url: str, tags: dict[str, str], attempt: int, started: float, status: int,
+                    acknowledged: bool, answer: str) -> dict[str, Any]:
+        entry = {**tags, "url": url, "attempt": attempt, "at": datetime.fromtimestamp(started, timezone.utc).isoformat(),
+                 "status": status, "acknowledged": acknowledged, "answer": answer}
         self._log(entry)
         return entry
 

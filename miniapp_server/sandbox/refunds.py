@@ -19,14 +19,13 @@ import json
 import secrets
 import threading
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 import xmltodict
 
 from ..wechat.pay import crypto, signing, xmlcodec
 from ..wechat.times import china_now
-from .emulator import ORDER_TTL, RETRY_SCHEDULE, Emulator, SandboxError
+from .emulator import ORDER_TTL, Emulator, SandboxError, v2_acknowledged
 
 ERR_DESCRIPTIONS = {
     "NOTENOUGH": "基本账户余额不足，请充值后重新发起",
@@ -211,43 +210,9 @@ class RefundDesk:
                                "req_info": crypto.encrypt_req_info(plain, merchant.api_key)})
 
     def deliver(self, order: dict[str, Any], refund: dict[str, Any]) -> dict[str, Any]:
+        tags = {"out_trade_no": order["out_trade_no"], "out_refund_no": refund["out_refund_no"], "kind": "refund"}
         url = refund.get("notify_url") or ""
         if not url:  # WeChat would use the merchant platform's setting; the sandbox has none
-            entry = self._entry(order["out_trade_no"], refund["out_refund_no"], url, 1, time.time(), 0, False,
-                                "no notify_url in the refund request")
-            self.emu._log(entry)
-            return entry
+            return self.emu.log_attempt(url, tags, 1, time.time(), 0, False, "no notify_url in the refund request")
         body = self.notification_for(order, refund)
-        first = self._attempt(url, order["out_trade_no"], refund["out_refund_no"], body, 1)
-        if not first["acknowledged"]:
-            threading.Thread(target=self._retry, args=(url, order["out_trade_no"], refund["out_refund_no"], body),
-                             daemon=True, name=f"sandbox-refund-notify-{refund['out_refund_no']}").start()
-        return first
-
-    def _retry(self, url: str, out_trade_no: str, out_refund_no: str, body: bytes) -> None:
-        for attempt, delay in enumerate(RETRY_SCHEDULE, start=2):
-            time.sleep(delay * self.emu.time_scale)
-            if self._attempt(url, out_trade_no, out_refund_no, body, attempt)["acknowledged"]:
-                return
-
-    def _attempt(self, url: str, out_trade_no: str, out_refund_no: str, body: bytes, attempt: int) -> dict[str, Any]:
-        started = time.time()
-        try:
-            status, answer = self.emu.sender(url, body)
-            try:
-                acknowledged = status == 200 and xmlcodec.loads(answer).get("return_code") == "SUCCESS"
-            except xmlcodec.XMLError:
-                acknowledged = False
-            outcome = answer[:200].decode("utf-8", "replace")
-        except Exception as exc:  # the merchant's server is down: WeChat just tries again later
-            status, acknowledged, outcome = 0, False, type(exc).__name__
-        entry = self._entry(out_trade_no, out_refund_no, url, attempt, started, status, acknowledged, outcome)
-        self.emu._log(entry)
-        return entry
-
-    @staticmethod
-    def _entry(out_trade_no: str, out_refund_no: str, url: str, attempt: int, started: float, status: int,
-               acknowledged: bool, answer: str) -> dict[str, Any]:
-        return {"out_trade_no": out_trade_no, "out_refund_no": out_refund_no, "url": url, "attempt": attempt,
-                "at": datetime.fromtimestamp(started, timezone.utc).isoformat(), "status": status,
-                "acknowledged": acknowledged, "answer": answer, "kind": "refund"}
+        return self.emu.deliver_with_retries(url, tags, lambda: self.emu.sender(url, body), v2_acknowledged)

@@ -35,7 +35,7 @@ from ..config import SANDBOX_PAY_V3_KEY
 from ..wechat.pay.v3 import crypto as v3crypto
 from ..wechat.pay.v3 import signing as v3signing
 from ..wechat.times import CHINA, china_now, parse_wechat_time
-from .emulator import ORDER_TTL, RETRY_SCHEDULE, Emulator, SandboxError
+from .emulator import ORDER_TTL, Emulator, SandboxError
 from .refunds import ERR_DESCRIPTIONS, RefundDesk
 from .v3_keys import SandboxV3Keys
 
@@ -431,44 +431,18 @@ class V3Desk:
         tags = {"out_trade_no": order["out_trade_no"], "out_refund_no": refund["out_refund_no"], "kind": "refund"}
         url = refund.get("notify_url") or ""
         if not url:  # WeChat would use the merchant platform's setting; the sandbox has none
-            entry = self._entry(tags, url, 1, time.time(), 0, False, "no notify_url in the refund request")
-            self.emu._log(entry)
-            return entry
+            return self.emu.log_attempt(url, {**tags, "api": "v3"}, 1, time.time(), 0, False,
+                                        "no notify_url in the refund request")
         return self._deliver(url, self.refund_notification(order, refund), tags)
 
     def _deliver(self, url: str, body: bytes, tags: dict[str, str]) -> dict[str, Any]:
-        first = self._attempt(url, body, tags, 1)
-        if not first["acknowledged"]:
-            threading.Thread(target=self._retry, args=(url, body, tags), daemon=True,
-                             name=f"sandbox-v3-notify-{tags.get('out_refund_no') or tags['out_trade_no']}").start()
-        return first
+        def post() -> tuple[int, bytes]:
+            key, serial = self._signing_key()  # signed afresh each attempt: v3 signatures age out in 5 minutes
+            headers = {"Content-Type": "application/json", **v3signing.answer_headers(body, key, serial)}
+            return self.send(url, body, headers)
 
-    def _retry(self, url: str, body: bytes, tags: dict[str, str]) -> None:
-        for attempt, delay in enumerate(RETRY_SCHEDULE, start=2):
-            time.sleep(delay * self.emu.time_scale)
-            if self._attempt(url, body, tags, attempt)["acknowledged"]:
-                return
-
-    def _attempt(self, url: str, body: bytes, tags: dict[str, str], attempt: int) -> dict[str, Any]:
-        started = time.time()
-        key, serial = self._signing_key()
-        headers = {"Content-Type": "application/json", **v3signing.answer_headers(body, key, serial)}
-        try:
-            status, answer = self.send(url, body, headers)
-            acknowledged = status in (200, 204)
-            outcome = answer[:200].decode("utf-8", "replace")
-        except Exception as exc:  # the merchant's server is down: WeChat just tries again later
-            status, acknowledged, outcome = 0, False, type(exc).__name__
-        entry = self._entry(tags, url, attempt, started, status, acknowledged, outcome)
-        self.emu._log(entry)
-        return entry
-
-    @staticmethod
-    def _entry(tags: dict[str, str], url: str, attempt: int, started: float, status: int, acknowledged: bool,
-               answer: str) -> dict[str, Any]:
-        return {**tags, "url": url, "attempt": attempt, "api": "v3",
-                "at": datetime.fromtimestamp(started, timezone.utc).isoformat(), "status": status,
-                "acknowledged": acknowledged, "answer": answer}
+        return self.emu.deliver_with_retries(url, {**tags, "api": "v3"}, post,
+                                             lambda status, _answer: status in (200, 204))
 
 
 def _refund_time(value: str) -> str:
