@@ -38,11 +38,18 @@ def _stamp(engine: Engine, when: datetime) -> object:
 
 
 def load_orders(engine: Engine, *, prefix: str, start: int, count: int, user_ids: list[int],
-                product: dict, expires_in: timedelta = timedelta(hours=6)) -> None:
-    """Insert unpaid orders `prefix+start .. prefix+start+count-1`, each with its one item."""
+                product: dict, expires_in: timedelta = timedelta(hours=6), history: bool = False) -> None:
+    """Insert orders `prefix+start .. prefix+start+count-1`, each with its one item.
+
+    Unpaid ones (to pay or to notify), or with `history` (PostgreSQL) a shop's past: one order a minute
+    back from now, nine in ten paid (with their payment rows, so that the payments' unique index grows
+    too) and one in ten closed, as a table of a million orders would mostly hold.
+    """
     if count <= 0:
         return
     sqlite = engine.dialect.name == "sqlite"
+    if history and sqlite:
+        raise ValueError("history is loaded on PostgreSQL only")
     owner = "CASE (i % {n}) {whens} END".format(
         n=len(user_ids), whens=" ".join(f"WHEN {k} THEN {int(uid)}" for k, uid in enumerate(user_ids)))
     if sqlite:
@@ -53,21 +60,37 @@ def load_orders(engine: Engine, *, prefix: str, start: int, count: int, user_ids
     now = datetime.now(timezone.utc)
     params = {"start": start, "stop": start + count, "prefix": prefix, "fee": product["price_fen"] * QUANTITY,
               "body": product["name"][:120], "now": _stamp(engine, now), "expires": _stamp(engine, now + expires_in)}
-    with engine.begin() as conn:
-        before = conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM orders")).scalar_one()
-        conn.execute(text(
+    if history:
+        insert = (
+            "INSERT INTO orders (out_trade_no, user_id, status, total_fee, body, transaction_id, paid_at, "
+            "closed_at, expires_at, refunded_fee, created_at, updated_at) "
+            f"SELECT {number}, {owner}, CASE WHEN i % 10 = 9 THEN 'closed' ELSE 'paid' END, :fee, :body, "
+            "CASE WHEN i % 10 = 9 THEN NULL ELSE '4200hist' || lpad(i::text, 24, '0') END, "
+            "CASE WHEN i % 10 = 9 THEN NULL ELSE t + interval '1 minute' END, "
+            "CASE WHEN i % 10 = 9 THEN t + interval '30 minutes' END, t + interval '30 minutes', 0, t, t "
+            f"FROM {source}, LATERAL (SELECT CAST(:now AS timestamptz) - (:stop - i) * interval '1 minute' AS t) AS ts")
+    else:
+        insert = (
             head + "INSERT INTO orders (out_trade_no, user_id, status, total_fee, body, expires_at, refunded_fee, "
             "created_at, updated_at) "
-            f"SELECT {number}, {owner}, 'unpaid', :fee, :body, :expires, 0, :now, :now FROM {source}"), params)
+            f"SELECT {number}, {owner}, 'unpaid', :fee, :body, :expires, 0, :now, :now FROM {source}")
+    with engine.begin() as conn:
+        before = conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM orders")).scalar_one()
+        conn.execute(text(insert), params)
         conn.execute(text(
             "INSERT INTO order_items (order_id, product_id, name, unit_price_fen, quantity) "
             "SELECT id, :pid, :name, :price, :qty FROM orders WHERE id > :before"),
             {"pid": product["id"], "name": product["name"], "price": product["price_fen"], "qty": QUANTITY,
              "before": before})
+        if history:
+            conn.execute(text(
+                "INSERT INTO payments (order_id, transaction_id, total_fee, time_end, source, created_at) "
+                "SELECT id, transaction_id, total_fee, paid_at, 'notify', paid_at FROM orders "
+                "WHERE id > :before AND status = 'paid'"), {"before": before})
     if not sqlite:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("VACUUM ANALYZE orders"))
-            conn.execute(text("VACUUM ANALYZE order_items"))
+            for table in ("orders", "order_items", "payments"):
+                conn.execute(text(f"VACUUM ANALYZE {table}"))
             # Write the load out now, not in a checkpoint in the middle of the next measurement.
             conn.execute(text("CHECKPOINT"))
 

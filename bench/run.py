@@ -162,8 +162,11 @@ class Stack:
     def load(self, prefix: str, count: int) -> int:
         """Bulk-load `count` fresh orders under `prefix`; their first index."""
         start = self.next_index.get(prefix, 0)
+        # The orders that are read are a shop's history on PostgreSQL (mostly paid, some closed); the ones to
+        # pay or to notify are unpaid.
+        history = prefix == "bread0" and self.engine.dialect.name != "sqlite"
         dataset.load_orders(self.engine, prefix=prefix, start=start, count=count, user_ids=self.user_ids,
-                            product=self.product)
+                            product=self.product, history=history)
         self.next_index[prefix] = start + count
         return start
 
