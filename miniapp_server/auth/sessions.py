@@ -8,6 +8,7 @@ to a caller outside the server.
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import secrets
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from ..errors import ApiError, bad_request
 from ..extensions import db, store, wechat
 from ..models import User, utcnow
 from ..sqlite_tuning import begin_write
+
+log = logging.getLogger(__name__)
 
 MAX_CODE_LENGTH = 128
 
@@ -79,6 +82,7 @@ def login(code: str, client: str) -> tuple[str, int, User]:
     ttl = current_app.config["SESSION_TTL"]
     payload = {"user_id": user.id, "openid": wx_session.openid, "session_key": wx_session.session_key}
     store.set(_key(token), json.dumps(payload), ttl=ttl)
+    log.info("login: user %s, session for %ss", user.id, ttl)  # never the token or the session_key
     return token, ttl, user
 
 
