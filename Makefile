@@ -17,9 +17,11 @@ run: $(BIN)/.installed
 	$(BIN)/flask products demo
 	$(BIN)/flask run --host 127.0.0.1 --port 5000
 
-test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+test: test-python
 	$(MAKE) test-node
+
+test-python: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
 
 # The mini-program's own pages, run in Node against a live sandbox backend that the tests start with $(BIN)'s tools.
 test-node: $(BIN)/.installed
