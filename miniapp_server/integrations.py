@@ -13,6 +13,7 @@ from flask import Flask, current_app
 
 from .config import ConfigError
 from .store import Store, make_store
+from .wechat.errors import NotificationRejected
 from .wechat.http import make_session
 from .wechat.miniapp import MiniAppClient
 from .wechat.pay.client import PayClient, PayCredentials
@@ -117,6 +118,18 @@ class WeChatExtension:
         notifications of orders made before a switch for up to a day.
         """
         return self.state.gateways.get(V3 if is_v3_notification(headers) else V2)
+
+    def parse_notification(self, kind: str, headers: Mapping[str, str], body: bytes) -> dict[str, str]:
+        """A `payment` or `refund` notification's verified fields, in v2's names, from whichever API sent it.
+
+        Raises NotificationRejected when it is not WeChat's, not ours, or of an API not configured here.
+        """
+        gateway = self.notification_gateway(headers)
+        if gateway is None:
+            raise NotificationRejected("notifications of this WeChat Pay API are not configured here", "wrong_api")
+        if kind == "refund":
+            return gateway.parse_refund_notification(headers, body)
+        return gateway.parse_payment_notification(headers, body)
 
     @property
     def access_token(self) -> AccessTokenManager:

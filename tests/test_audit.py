@@ -14,7 +14,7 @@ from miniapp_server.extensions import db, wechat
 from miniapp_server.models import Product, WeChatExchange
 from miniapp_server.services import refunds
 from miniapp_server.sqlite_tuning import begin_write
-from miniapp_server.wechat.pay import signing
+from miniapp_server.wechat.pay import signing, xmlcodec
 
 from .conftest import login, wechat_path
 from .ops_helpers import fresh, new_order, pay_in_sandbox, prepay
@@ -198,3 +198,21 @@ def test_redact():
     assert out["phone_info"]["countryCode"] == "86" and out["req_info"] == "[encrypted, 40 chars]"
     assert audit.request_id_from_attach("rid=abc-1") == "abc-1"
     assert audit.request_id_from_attach("rid=<script>") is None and audit.request_id_from_attach("other") is None
+
+
+def test_a_refused_notification_is_recorded_with_what_it_claimed(app, client, user):
+    """The audit row of a forgery keeps its claims (for an operator), its signature redacted; junk keeps its size."""
+    order = new_order(client, user)
+    forged = {"return_code": "SUCCESS", "result_code": "SUCCESS", "appid": app.config["WECHAT_APPID"],
+              "mch_id": app.config["WECHAT_MCH_ID"], "nonce_str": "n", "out_trade_no": order["out_trade_no"],
+              "transaction_id": "4200000000000000000000000001", "total_fee": str(order["total_fee"]),
+              "sign": "0123456789ABCDEF0123456789ABCDEF"}
+    client.post("/api/pay/notify", data=xmlcodec.dumps(forged), content_type="text/xml")
+    client.post("/api/pay/notify", data=b"not xml at all", content_type="text/xml")
+    rows = [x for x in exchanges() if x.path == "/api/pay/notify"]
+    assert [x.outcome for x in rows] == ["FAIL:signature does not verify", "FAIL:not well-formed XML (ExpatError)"]
+    claimed = json.loads(rows[0].request)
+    assert claimed["out_trade_no"] == order["out_trade_no"] and claimed["transaction_id"].startswith("42")
+    assert "0123456789ABCDEF0123456789ABCDEF" not in rows[0].request
+    assert json.loads(rows[1].request) == {"unreadable_body_bytes": 14}
+    assert fresh(order["out_trade_no"]).status == "unpaid"

@@ -45,10 +45,7 @@ def handle_refund_notification(body: bytes, remote_addr: str | None, headers: Ma
     db.session.rollback()  # start clean: nothing of this request's may ride along
     headers = headers or {}
     try:
-        gateway = wechat.notification_gateway(headers)
-        if gateway is None:
-            raise NotificationRejected("notifications of this WeChat Pay API are not configured here", "wrong_api")
-        fields = gateway.parse_refund_notification(headers, body)
+        fields = wechat.parse_notification("refund", headers, body)
     except NotificationRejected as err:
         raw = err.raw if isinstance(err.raw, dict) else {}
         log.warning("refund notification rejected: %s", err.code)

@@ -172,35 +172,38 @@ class PayClient:
 
     def parse_notification(self, body: bytes) -> dict[str, str]:
         """A payment notification's fields once its signature and merchant check out."""
-        try:
-            data = xmlcodec.loads(body)
-        except xmlcodec.XMLError as exc:
-            raise NotificationRejected(str(exc), "bad_xml") from None
-        if data.get("return_code") != "SUCCESS":
-            raise NotificationRejected("return_code is not SUCCESS", "return_fail", data)
+        data = self._callback(body)
         sign_type = data.get("sign_type") or self.creds.sign_type
         if sign_type not in signing.SIGN_TYPES or not signing.verify(data, self.creds.api_key, sign_type):
             raise NotificationRejected("signature does not verify", "bad_signature", data)
-        if data.get("appid") != self.creds.appid or data.get("mch_id") != self.creds.mch_id:
-            raise NotificationRejected("appid or mch_id is not ours", "wrong_merchant", data)
+        self._check_merchant(data)
         return data
 
     def parse_refund_notification(self, body: bytes) -> dict[str, str]:
         """A refund notification's decrypted `req_info` fields, once it is ours and decrypts with our key."""
-        try:
-            data = xmlcodec.loads(body)
-        except xmlcodec.XMLError as exc:
-            raise NotificationRejected(str(exc), "bad_xml") from None
-        if data.get("return_code") != "SUCCESS":
-            raise NotificationRejected("return_code is not SUCCESS", "return_fail", data)
-        if data.get("appid") != self.creds.appid or data.get("mch_id") != self.creds.mch_id:
-            raise NotificationRejected("appid or mch_id is not ours", "wrong_merchant", data)
+        data = self._callback(body)  # unsigned: the encryption with our key is what proves it WeChat's
+        self._check_merchant(data)
         try:
             plain = crypto.decrypt_req_info(data.get("req_info", ""), self.creds.api_key)
             fields = xmlcodec.loads(plain, root_name="root")
         except (crypto.DecryptError, xmlcodec.XMLError):
             raise NotificationRejected("req_info does not decrypt with our key", "bad_req_info", data) from None
         return fields
+
+    @staticmethod
+    def _callback(body: bytes) -> dict[str, str]:
+        """A callback's outer fields, if it is a well-formed WeChat document that says SUCCESS."""
+        try:
+            data = xmlcodec.loads(body)
+        except xmlcodec.XMLError as exc:
+            raise NotificationRejected(str(exc), "bad_xml") from None
+        if data.get("return_code") != "SUCCESS":
+            raise NotificationRejected("return_code is not SUCCESS", "return_fail", data)
+        return data
+
+    def _check_merchant(self, data: dict[str, str]) -> None:
+        if data.get("appid") != self.creds.appid or data.get("mch_id") != self.creds.mch_id:
+            raise NotificationRejected("appid or mch_id is not ours", "wrong_merchant", data)
 
 
 ACK_SUCCESS = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>"
