@@ -123,6 +123,14 @@ def _query_stale(summary: Summary, cutoff: datetime, now: datetime, limit: int) 
         _step(summary, order_id, payments.sync_order)
 
 
+def _failed(summary: Summary, what: str, no: str, err: Exception) -> None:
+    """One order or refund WeChat (or the database) failed on: counted and named, and the pass goes on."""
+    db.session.rollback()
+    summary.errors += 1
+    summary.failures.append(f"{no}: {err}"[:300])
+    log.warning("reconcile %s %s: %s", what, no, err)
+
+
 def _step(summary: Summary, order_id: int, action) -> None:
     order = db.session.get(Order, order_id)
     if order is None or order.status != OrderStatus.UNPAID.value:
@@ -132,10 +140,7 @@ def _step(summary: Summary, order_id: int, action) -> None:
     try:
         order = action(order)
     except (WeChatError, ApiError, SQLAlchemyError) as err:
-        db.session.rollback()
-        summary.errors += 1
-        summary.failures.append(f"{no}: {err}"[:300])
-        log.warning("reconcile %s: %s", no, err)
+        _failed(summary, "order", no, err)
         return
     if order.anomaly_detail != anomaly_before:
         summary.anomalies += 1
@@ -168,10 +173,7 @@ def _refunds(summary: Summary, cutoff: datetime, limit: int) -> None:
                 refunds.query_refund(refund)
                 refund = db.session.get(Refund, refund_id)
         except (WeChatError, ApiError, SQLAlchemyError) as err:
-            db.session.rollback()
-            summary.errors += 1
-            summary.failures.append(f"{no}: {err}"[:300])
-            log.warning("reconcile refund %s: %s", no, err)
+            _failed(summary, "refund", no, err)
             continue
         if refund is not None and refund.status in (RefundStatus.SUCCESS.value, RefundStatus.FAILED.value):
             summary.refunds_settled += 1
