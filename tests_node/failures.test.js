@@ -187,6 +187,39 @@ test('phone number: refused by the user, bound with a code, a used code, and a b
   }
 })
 
+test('privacy refusals say why: the clipboard undeclared (112) or not agreed (104), the phone quota used up (1400001)', async () => {
+  const mp = await launch({ baseUrl: backend.url, wx: { user: 'fail-privacy' } })
+  try {
+    const { no } = await unpaidOrder(mp)
+    mp.router.navigateTo({ url: '/pages/order-detail/order-detail?out_trade_no=' + no })
+    const detail = await mp.waitForRoute('pages/order-detail/order-detail', 'ready')
+    detail.tap('订单号')
+    await mp.wx.idle()
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.equal(mp.wx.clipboard, no, 'copied')
+    assert.deepEqual(mp.wx.toasts, [], 'WeChat shows its own "copied" toast')
+
+    mp.wx.refuse.setClipboardData = { errno: 112 }
+    detail.tap('订单号')
+    await new Promise((resolve) => setImmediate(resolve))
+    mp.wx.refuse.setClipboardData = { errno: 104 }
+    detail.tap('订单号')
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.deepEqual(mp.wx.toasts, ['无法复制：小程序未在《用户隐私保护指引》中声明此项，请联系商家', '您未同意《用户隐私保护指引》，暂时无法复制'])
+
+    mp.tapTab('我的订单')
+    const orders = await mp.waitFor((p) => p.route === 'pages/orders/orders' && p.data.state === 'ready' && p.data.phone === 'offer')
+    await orders.tap('授权绑定手机号', 'getphonenumber', { errMsg: 'getPhoneNumber:fail no permission', errno: 1400001 })
+    assert.match(orders.text(), /本小程序的手机号验证额度已用完，暂时无法获取手机号/)
+    await orders.tap('授权绑定手机号', 'getphonenumber', { errMsg: 'getPhoneNumber:fail api scope is not declared in the privacy agreement', errno: 112 })
+    assert.match(orders.text(), /无法获取手机号：小程序未在《用户隐私保护指引》中声明此项/)
+    assert.equal(mp.wx.calls('POST', '/api/user/phone').length, 0, 'no code, no request')
+    assert.equal(orders.data.phone, 'offer', 'the button stays for a later try')
+  } finally {
+    await mp.close()
+  }
+})
+
 // Last: it stops the backend.
 test('the backend stops mid-session: the orders page and the result page show a network error, not a blank page', async () => {
   const mp = await launch({ baseUrl: backend.url, config: { pollAttempts: 1000 }, wx: { user: 'fail-down' } })

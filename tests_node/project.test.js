@@ -51,6 +51,48 @@ test('project.config.json, app.json and sitemap.json are what DevTools expects',
   for (const file of ['app.js', 'app.wxss']) assert.ok(fs.existsSync(path.join(MP_ROOT, file)), file)
 })
 
+test('DevTools\' code-quality settings: components injected on demand, JS, WXML and WXSS minified on upload', () => {
+  const app = json('app.json')
+  assert.equal(app.lazyCodeLoading, 'requiredComponents')
+  const setting = json('project.config.json').setting
+  for (const key of ['minified', 'minifyWXML', 'minifyWXSS', 'ignoreUploadUnusedFiles']) assert.equal(setting[key], true, key)
+})
+
+// WeChat's list of APIs and components that handle personal information (用户隐私保护指引内容介绍), those a shop
+// like this one could plausibly reach for; each one the pages use must be declared (utils/privacy.js, README).
+const PRIVACY_APIS = {
+  setClipboardData: /wx\.setClipboardData\b/,
+  getClipboardData: /wx\.getClipboardData\b/,
+  getPhoneNumber: /open-type="[^"]*\bgetPhoneNumber\b/,
+  getRealtimePhoneNumber: /open-type="[^"]*\bgetRealtimePhoneNumber\b/,
+  chooseAvatar: /open-type="[^"]*\bchooseAvatar\b/,
+  nickname: /type="nickname"/,
+  chooseAddress: /wx\.chooseAddress\b/,
+  getLocation: /wx\.(getLocation|getFuzzyLocation|chooseLocation|choosePoi)\b/,
+  chooseMedia: /wx\.(chooseImage|chooseMedia|chooseVideo|chooseMessageFile)\b/,
+  saveToAlbum: /wx\.(saveImageToPhotosAlbum|saveVideoToPhotosAlbum)\b/,
+  chooseInvoice: /wx\.(chooseInvoice|chooseInvoiceTitle)\b/,
+  addPhoneContact: /wx\.addPhoneContact\b/
+}
+
+test('the privacy-sensitive APIs the pages use are exactly the declared ones, with the privacy check on', () => {
+  assert.equal(json('app.json').__usePrivacyCheck__, true)
+  const privacy = require(path.join(MP_ROOT, 'utils', 'privacy.js'))
+  const sources = files(MP_ROOT, '.js').concat(files(MP_ROOT, '.wxml'))
+    .filter((f) => !f.endsWith(path.join('utils', 'privacy.js')))
+    .map((f) => fs.readFileSync(f, 'utf8')).join('\n')
+  const used = Object.keys(PRIVACY_APIS).filter((api) => PRIVACY_APIS[api].test(sources))
+  assert.deepEqual(used.sort(), Object.keys(privacy.DECLARED).sort(), 'used = declared in utils/privacy.js')
+  const readme = fs.readFileSync(path.join(MP_ROOT, '..', 'README.md'), 'utf8')
+  for (const [api, label] of Object.entries(privacy.DECLARED)) {
+    assert.ok(readme.includes(api) && readme.includes(label), `README's privacy section names ${api} (${label})`)
+  }
+  assert.match(privacy.refusalMessage('复制', { errno: 112 }), /未在《用户隐私保护指引》中声明/)
+  assert.match(privacy.refusalMessage('复制', { errno: 104 }), /未同意《用户隐私保护指引》/)
+  assert.match(privacy.refusalMessage('获取手机号', { errno: 1400001 }), /额度已用完/)
+  assert.equal(privacy.refusalMessage('复制', { errMsg: 'setClipboardData:fail' }), '复制失败，请稍后重试')
+})
+
 test('every page is four files of one name; its JSON parses and its template names only handlers it has', () => {
   for (const route of json('app.json').pages) {
     for (const ext of ['.js', '.json', '.wxml', '.wxss']) {
@@ -73,8 +115,12 @@ test('every page is four files of one name; its JSON parses and its template nam
 
 test('the template parser refuses what WXML refuses', () => {
   assert.throws(() => wxml.parse('<view><text>a</view>'), /closes <text>/)
+  assert.throws(() => wxml.parse('<text>{{price.toFixed(2)}}</text>'), /a call: WXML calls only WXS module functions/)
+  assert.throws(() => wxml.parse('<text>{{(fen / 100).toFixed(2)}}</text>'), /unexpected `\.`/)
+  assert.throws(() => wxml.parse('<view wx:if="{{a}}"></view><text>b</text><view wx:else></view>'), /stray wx:else/)
+  assert.throws(() => wxml.parse('<view wx:for="{{list}}">{{item}}</view>'), /wx:for without wx:key/)
   assert.throws(() => wxml.parse('<view>'), /never closed/)
-  assert.throws(() => wxml.parse('<view wx:if="{{a}}" wx:for="{{b}}"></view>'), /wx:if and wx:for/)
+  assert.throws(() => wxml.parse('<view wx:if="{{a}}" wx:for="{{b}}" wx:key="id"></view>'), /wx:if and wx:for/)
   assert.throws(() => wxml.parse('<text>{{a</text>'), /unbalanced/)
   const tree = wxml.parse('<view wx:if="{{n > 1}}">many</view><view wx:elif="{{n === 1}}">one</view><view wx:else>none</view>' +
     '<text wx:for="{{list}}" wx:key="*this">{{index}}:{{item}} </text>')

@@ -48,6 +48,37 @@ test('a 401 mid-session is healed by exactly one re-login, and the page never sh
   }
 })
 
+test('storage is read once at launch, not on every request; a re-login writes the new token through', async () => {
+  const first = await launch({ baseUrl: backend.url, wx: { user: 'session-frank' } })
+  await first.app.ready
+  const storage = Object.fromEntries(first.wx.storage)
+  await first.close()
+
+  const mp = await launch({ baseUrl: backend.url, wx: { user: 'session-frank', storage } })
+  try {
+    await mp.app.ready
+    mp.tapTab('我的订单')
+    await mp.waitForRoute('pages/orders/orders', 'empty')
+    const { request } = helper()
+    for (let i = 0; i < 5; i++) await request({ path: '/api/orders?page=1&per_page=5' })
+    const authed = mp.wx.requests.filter((r) => r.headers.authorization)
+    assert.ok(authed.length >= 7, authed.length + ' requests carried the token')
+    assert.equal(mp.wx.count('getStorageSync', 'miniapp.token'), 1, 'the token was read once')
+    assert.equal(mp.wx.count('getStorageSync'), 2, 'token and user, once each')
+
+    // Revoked behind its back: the new token is kept in memory and in storage, still without reading storage again.
+    await revoke(storage['miniapp.token'])
+    await request({ path: '/api/orders?page=1&per_page=5' })
+    assert.equal(mp.wx.logins, 1)
+    const renewed = mp.wx.storage.get('miniapp.token')
+    assert.notEqual(renewed, storage['miniapp.token'])
+    assert.equal(mp.wx.requests[mp.wx.requests.length - 1].headers.authorization, 'Bearer ' + renewed)
+    assert.equal(mp.wx.count('getStorageSync'), 2)
+  } finally {
+    await mp.close()
+  }
+})
+
 test('several requests refused at once share one new login', async () => {
   const mp = await launch({ baseUrl: backend.url, wx: { user: 'session-bob' } })
   try {

@@ -1,4 +1,6 @@
 // The login: wx.login's code goes to POST /api/auth/login, the token it answers lives in storage.
+// Storage is read once, at launch, into memory: wx.getStorageSync is a synchronous call into WeChat's native
+// layer, and every request needs the token. Writes go to both, so the next launch finds the same login.
 const http = require('./http')
 const errors = require('./errors')
 
@@ -7,17 +9,30 @@ const USER_KEY = 'miniapp.user'
 
 // One login at a time: every caller that needs a token while a login is under way waits for that one.
 let pending = null
+let kept = null // { token, user }, read from storage on first use
+
+function memory () {
+  if (!kept) kept = { token: wx.getStorageSync(TOKEN_KEY) || '', user: wx.getStorageSync(USER_KEY) || null }
+  return kept
+}
 
 function token () {
-  return wx.getStorageSync(TOKEN_KEY) || ''
+  return memory().token
 }
 
 function user () {
-  return wx.getStorageSync(USER_KEY) || null
+  return memory().user
 }
 
 function setUser (value) {
+  memory().user = value
   wx.setStorageSync(USER_KEY, value)
+}
+
+function setToken (value) {
+  memory().token = value
+  if (value) wx.setStorageSync(TOKEN_KEY, value)
+  else wx.removeStorageSync(TOKEN_KEY)
 }
 
 function wxLogin () {
@@ -38,7 +53,7 @@ async function doLogin () {
   const code = await wxLogin()
   const res = await http.send({ path: '/api/auth/login', method: 'POST', data: { code } })
   if (res.statusCode !== 200 || !res.data || !res.data.token) throw errors.fromResponse(res)
-  wx.setStorageSync(TOKEN_KEY, res.data.token)
+  setToken(res.data.token)
   setUser(res.data.user)
   return res.data.token
 }
@@ -57,7 +72,8 @@ function login () {
 // The stored token, logging in first when there is none.
 function ensureToken () {
   if (pending) return pending
-  return token() ? Promise.resolve(token()) : login()
+  const current = token()
+  return current ? Promise.resolve(current) : login()
 }
 
 // The server refused `staleToken`: log in again, unless someone already replaced it,
@@ -66,7 +82,7 @@ function renew (staleToken) {
   if (pending) return pending
   const current = token()
   if (current && current !== staleToken) return Promise.resolve(current)
-  wx.removeStorageSync(TOKEN_KEY)
+  setToken('')
   return login()
 }
 

@@ -42,6 +42,8 @@ function createWx (options = {}) {
     intercept: null, // (req) => void: a test may alter a request on its way out (fault injection)
     router: options.router || null,
     authSetting: Object.assign({}, options.authSetting),
+    // api -> what its fail callback gets, e.g. { setClipboardData: { errno: 112 } }: WeChat refusing a privacy API.
+    refuse: Object.assign({}, options.refuse),
     storage: new Map(Object.entries(options.storage || {}).map(([k, v]) => [k, clone(v)])), // what an earlier run left
     requests: [], // { method, url, path, body, headers, status, error }
     logins: 0,
@@ -49,7 +51,17 @@ function createWx (options = {}) {
     toasts: [],
     modals: [],
     clipboard: '',
+    apiCalls: [], // { api, arg }: every wx.* call the mini-program made, its first argument when a string (a storage key)
     inflight: 0
+  }
+
+  // A refusal the test asked for, with WeChat's errMsg shape ("setClipboardData:fail api scope is not declared ...").
+  function refused (opts, api) {
+    const r = shim.refuse[api]
+    if (!r) return false
+    const reasons = { 112: 'api scope is not declared in the privacy agreement', 104: 'privacy permission is not authorized' }
+    reply(opts, false, Object.assign({ errMsg: api + ':fail ' + (reasons[r.errno] || 'unknown error') }, r))
+    return true
   }
 
   function request (opts) {
@@ -191,7 +203,11 @@ function createWx (options = {}) {
       reply(opts, true, { confirm: true, cancel: false, errMsg: 'showModal:ok' })
     },
     stopPullDownRefresh (opts = {}) { reply(opts, true, { errMsg: 'stopPullDownRefresh:ok' }) },
-    setClipboardData (opts = {}) { shim.clipboard = String(opts.data); reply(opts, true, { errMsg: 'setClipboardData:ok' }) },
+    setClipboardData (opts = {}) {
+      if (refused(opts, 'setClipboardData')) return
+      shim.clipboard = String(opts.data)
+      reply(opts, true, { errMsg: 'setClipboardData:ok' })
+    },
 
     getSetting (opts = {}) { reply(opts, true, { authSetting: Object.assign({}, shim.authSetting), errMsg: 'getSetting:ok' }) },
     authorize (opts = {}) {
@@ -210,9 +226,18 @@ function createWx (options = {}) {
 
   shim.sandboxPay = sandboxPay
 
+  const counted = {}
   shim.wx = new Proxy(api, {
     get (target, name) {
-      if (name in target) return target[name]
+      if (name in target) {
+        if (!counted[name]) {
+          counted[name] = (...args) => {
+            shim.apiCalls.push({ api: name, arg: typeof args[0] === 'string' ? args[0] : undefined })
+            return target[name](...args)
+          }
+        }
+        return counted[name]
+      }
       if (typeof name === 'symbol') return undefined
       throw new Error('wx.' + String(name) + ' is not in the test shim: add it there if the mini-program needs it')
     }
@@ -225,6 +250,11 @@ function createWx (options = {}) {
       if (Date.now() > deadline) throw new Error(shim.inflight + ' requests still under way')
       await new Promise((resolve) => setTimeout(resolve, 5))
     }
+  }
+
+  // How often the mini-program called wx[api] (with `arg` as its first argument, when given).
+  shim.count = function count (api, arg) {
+    return shim.apiCalls.filter((c) => c.api === api && (arg === undefined || c.arg === arg)).length
   }
 
   // Requests made to a path (ignoring the query), e.g. shim.calls('POST', '/api/auth/login').

@@ -1,8 +1,10 @@
-// Just enough WXML for the tests: parse a page's template strictly (every tag closed, in order),
-// render it against the page's data (wx:if/elif/else, wx:for, hidden, {{ }}), and find what a user
-// could tap. It knows none of WeChat's layout; it answers "what text is on screen, and what is tappable".
+// Just enough WXML for the tests: parse a page's template strictly (every tag closed, in order; WXML's expression
+// grammar, not JavaScript's; no stray wx:elif/wx:else; no wx:for without wx:key), render it against the page's data
+// (wx:if/elif/else, wx:for, hidden, {{ }}), and find what a user could tap. It knows none of WeChat's layout; it
+// answers "what text is on screen, and what is tappable". compile.test.js checks it against WeChat's own compiler.
 'use strict'
 const fs = require('node:fs')
+const expr = require('./expr')
 
 const TOKEN = /<!--[\s\S]*?-->|<\/([A-Za-z][\w-]*)\s*>|<([A-Za-z][\w-]*)((?:\s+[^\s=>/]+(?:\s*=\s*(?:"[^"]*"|'[^']*'))?)*)\s*(\/?)>|([^<]+)|(<)/g
 const ATTR = /([^\s=>/]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'))?/g
@@ -28,11 +30,26 @@ function parse (source, file = 'template') {
         attrs[a[1]] = a[2] !== undefined ? a[2] : a[3] !== undefined ? a[3] : true
       }
       const node = { tag: m[2], attrs, children: [], line }
-      if ('wx:if' in attrs && 'wx:for' in attrs) throw new Error(`${file}:${line}: wx:if and wx:for on one element; wrap one in <block>`)
+      const where = `${file}:${line}: <${m[2]}>`
+      if ('wx:if' in attrs && 'wx:for' in attrs) throw new Error(`${where} wx:if and wx:for on one element; wrap one in <block>`)
+      if ('wx:for' in attrs && !('wx:key' in attrs)) throw new Error(`${where} wx:for without wx:key`)
+      const branch = ['wx:if', 'wx:elif', 'wx:else'].filter((k) => k in attrs)
+      if (branch.length > 1) throw new Error(`${where} ${branch.join(' and ')} on one element`)
+      if (branch[0] === 'wx:elif' || branch[0] === 'wx:else') {
+        // Only whitespace and comments may stand between the branches (wcc: "wx:if not found").
+        const before = top.children[top.children.length - 1]
+        if (!before || before.tag === '#text' || !('wx:if' in before.attrs || 'wx:elif' in before.attrs)) {
+          throw new Error(`${where} stray ${branch[0]}: it must follow an element with wx:if or wx:elif`)
+        }
+      }
+      for (const [k, v] of Object.entries(attrs)) {
+        if (typeof v === 'string') checkExpressions(v, `${where} ${k}`)
+      }
       top.children.push(node)
       if (!m[4]) stack.push(node)
     } else if (m[5] !== undefined && m[5].trim()) {
       if (m[5].split('{{').length !== m[5].split('}}').length) throw new Error(`${file}:${line}: unbalanced {{ }}`)
+      checkExpressions(m[5], `${file}:${line}: text`)
       top.children.push({ tag: '#text', text: m[5] })
     }
   }
@@ -40,33 +57,34 @@ function parse (source, file = 'template') {
   return root
 }
 
-const compiled = new Map()
+const MUSTACHE = /\{\{([\s\S]*?)\}\}/g
 
-function evaluate (expr, scope) {
-  let fn = compiled.get(expr)
-  if (!fn) {
+// Every {{ }} in a text or an attribute is parsed when the template is, as wcc compiles them all.
+function checkExpressions (value, where) {
+  for (const [, source] of value.matchAll(MUSTACHE)) {
     try {
-      // eslint-disable-next-line no-new-func
-      fn = new Function('scope', 'with (scope) { return (' + expr + ') }')
+      expr.compile(source)
     } catch (err) {
-      throw new SyntaxError('bad WXML expression {{' + expr + '}}: ' + err.message)
+      throw new Error(`${where}: ${err.message}`)
     }
-    compiled.set(expr, fn)
   }
-  // Unknown names are undefined, as in WXML, instead of a ReferenceError.
-  const proxy = new Proxy(scope, { has: (t, k) => typeof k === 'string', get: (t, k) => (k === Symbol.unscopables ? undefined : t[k]) })
-  return fn(proxy)
 }
 
-// "{{x}}" gives x itself; "a {{x}} b" gives a string, with undefined/null as "".
+function evaluate (source, scope) {
+  return expr.evaluate(expr.compile(source), scope)
+}
+
+// As WeChat shows a value inside text: undefined is blank, anything else as String() writes it (null is "null").
+function asText (v) {
+  return v === undefined ? '' : String(v)
+}
+
+// "{{x}}" gives x itself; "a {{x}} b" gives a string.
 function interpolate (value, scope) {
   if (value === true) return true
   const whole = /^\s*\{\{((?:(?!\}\})[\s\S])*)\}\}\s*$/.exec(value)
   if (whole) return evaluate(whole[1], scope)
-  return value.replace(/\{\{([\s\S]*?)\}\}/g, (_, expr) => {
-    const v = evaluate(expr, scope)
-    return v === undefined || v === null ? '' : String(v)
-  })
+  return value.replace(MUSTACHE, (_, source) => asText(evaluate(source, scope)))
 }
 
 function dataset (attrs) {
@@ -111,7 +129,8 @@ function renderChildren (children, scope, out) {
 
 function renderNode (node, scope, out) {
   if (node.tag === '#text') {
-    out.push({ tag: '#text', text: String(interpolate(node.text, scope)).replace(/\s+/g, ' ').trim() })
+    const text = node.text.replace(MUSTACHE, (_, source) => asText(evaluate(source, scope)))
+    out.push({ tag: '#text', text: text.replace(/\s+/g, ' ').trim() })
     return
   }
   const attrs = {}

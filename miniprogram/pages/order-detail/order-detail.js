@@ -2,6 +2,7 @@
 const { request } = require('../../utils/request')
 const errors = require('../../utils/errors')
 const format = require('../../utils/format')
+const privacy = require('../../utils/privacy')
 
 Page({
   data: {
@@ -61,7 +62,11 @@ Page({
     wx.navigateTo({ url: '/pages/checkout/checkout?out_trade_no=' + encodeURIComponent(this.outTradeNo) })
   },
 
+  // WeChat confirms a copy with its own toast; a refusal (privacy guide not declared or not agreed) says why.
   copyNo () {
-    wx.setClipboardData({ data: this.outTradeNo })
+    wx.setClipboardData({
+      data: this.outTradeNo,
+      fail: (res) => wx.showToast({ title: privacy.refusalMessage('复制', res), icon: 'none', duration: 3000 })
+    })
   }
 })

@@ -4,6 +4,7 @@ const { request } = require('../../utils/request')
 const session = require('../../utils/session')
 const errors = require('../../utils/errors')
 const format = require('../../utils/format')
+const privacy = require('../../utils/privacy')
 
 Page({
   data: {
@@ -82,8 +83,14 @@ Page({
   },
 
   async onGetPhoneNumber (e) {
-    const code = e.detail && e.detail.code
+    const detail = e.detail || {}
+    const code = detail.code
     if (!code) {
+      if (detail.errno) {
+        // WeChat refused before asking: the privacy guide, or the phone-number quota the shop pays for.
+        this.setData({ phoneMessage: privacy.refusalMessage('获取手机号', detail) })
+        return
+      }
       // The user said no (getPhoneNumber:fail user deny) or the account cannot share one.
       wx.showToast({ title: '未授权手机号，可以稍后再绑定', icon: 'none' })
       return
