@@ -11,6 +11,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from . import message_settings
+
 SANDBOX_APPID = "wxsandbox0000000001"
 SANDBOX_APPSECRET = "sandbox-app-secret-not-a-real-one"
 SANDBOX_MCH_ID = "1900000109"
@@ -86,6 +88,10 @@ class Config:
     STORE_PREFIX: str = "miniapp:"  # Redis key prefix
     LOG_FORMAT: str = "text"  # text | json
     LOG_LEVEL: str = "INFO"
+    # Subscribe messages (message_settings.py): per event, its template; which version they open, their language.
+    WECHAT_MESSAGES: dict[str, Any] = field(default_factory=dict)
+    WECHAT_MSG_STATE: str = "formal"
+    WECHAT_MSG_LANG: str = "zh_CN"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -149,6 +155,12 @@ class Config:
         cfg.STORE_PREFIX = env.get("STORE_PREFIX", "") or cls.STORE_PREFIX
         cfg.LOG_FORMAT = env.get("LOG_FORMAT", "") or "text"
         cfg.LOG_LEVEL = (env.get("LOG_LEVEL", "") or "INFO").upper()
+        try:
+            cfg.WECHAT_MESSAGES = message_settings.from_env(env, sandbox=cfg.WECHAT_SANDBOX)
+            cfg.WECHAT_MSG_STATE = message_settings.state_from_env(env, sandbox=cfg.WECHAT_SANDBOX)
+            cfg.WECHAT_MSG_LANG = message_settings.lang_from_env(env)
+        except message_settings.MessageConfigError as exc:
+            raise ConfigError(str(exc)) from None
         cfg.apply_defaults()
         return cfg
 
@@ -183,6 +195,8 @@ class Config:
                 raise ConfigError("WECHAT_PAY_PUBLIC_KEY_PATH and WECHAT_PAY_PUBLIC_KEY_ID go together")
             if not self.WECHAT_PAY_PUBLIC_KEY_PATH and not self.platform_certificates:
                 raise ConfigError("WeChat Pay v3 needs WECHAT_PAY_PUBLIC_KEY_PATH/_ID or platform certificates")
+        if self.WECHAT_MSG_STATE == "developer":
+            raise ConfigError("WECHAT_MSG_STATE=developer would open the developer version from production's messages")
         if not self.WECHAT_NOTIFY_URL.startswith("https://"):
             raise ConfigError("WECHAT_NOTIFY_URL must be an https:// URL in production")
 

@@ -81,6 +81,8 @@ class MiniAppClient:
             resp = self.http.request(method, self.base + path, **kwargs)
         except requests.RequestException as exc:
             raise WeChatUnavailable(f"no answer from WeChat ({type(exc).__name__})") from None
+        if resp.status_code >= 500:  # whatever the body says, this is no answer to believe
+            raise WeChatUnavailable(f"WeChat answered HTTP {resp.status_code}")
         try:
             data = resp.json()
         except ValueError:
@@ -132,3 +134,11 @@ class MiniAppClient:
         if not isinstance(info, dict) or not (info.get("purePhoneNumber") or info.get("phoneNumber")):
             raise WeChatUnavailable("getuserphonenumber answered without phone_info")
         return info
+
+    def send_subscribe_message(self, access_token: str, message: Mapping[str, Any]) -> dict[str, Any]:
+        """`subscribe/send` one message: `{touser, template_id, page, data, miniprogram_state, lang}`.
+
+        Answers WeChat's `{errcode: 0, errmsg: "ok", msgid}`; any other errcode raises (wechat.errors),
+        e.g. 43101 when the person has no accept left for this template.
+        """
+        return self._post_json("/cgi-bin/message/subscribe/send", dict(message), params={"access_token": access_token})
