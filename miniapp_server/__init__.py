@@ -69,6 +69,9 @@ def register_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations"))
     store.init_app(app)
     wechat.init_app(app)
+    from .services import messages
+
+    messages.install()  # subscribe messages go out only after their transaction commits
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         from .sqlite_tuning import tune_sqlite
 

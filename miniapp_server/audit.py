@@ -15,11 +15,13 @@ rollback: a rolled-back payment is still an exchange that happened).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from contextvars import ContextVar
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from flask import current_app, has_app_context
 from sqlalchemy import event, insert
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 REDACTED = "[redacted]"
 MAX_TEXT = 8000
 _PENDING = "miniapp.audit_pending"
+# The order a call is about when its own fields do not say (a subscribe message names only its openid).
+_ORDER: ContextVar[str | None] = ContextVar("audit_order", default=None)
 
 # Field names whose values never reach the trail (compared lower-cased).
 SECRET_FIELDS = frozenset({
@@ -101,8 +105,18 @@ def request_id_from_attach(attach: str | None) -> str | None:
 def outgoing(path: str, request: Mapping[str, Any], answer: Mapping[str, Any] | None, outcome: str,
              seconds: float) -> None:
     """The clients' `on_exchange` hook. Never raises: the audit must not break a payment."""
-    no = request.get("out_trade_no") or (answer or {}).get("out_trade_no")
+    no = request.get("out_trade_no") or (answer or {}).get("out_trade_no") or _ORDER.get()
     record("out", path, request, answer, outcome, seconds, out_trade_no=no)
+
+
+@contextlib.contextmanager
+def for_order(out_trade_no: str | None) -> Iterator[None]:
+    """Calls to WeChat made inside this block are filed under `out_trade_no` in the trail."""
+    reset = _ORDER.set(out_trade_no)
+    try:
+        yield
+    finally:
+        _ORDER.reset(reset)
 
 
 def incoming(path: str, fields: Mapping[str, Any] | None, acknowledged: bool, message: str, seconds: float) -> None:

@@ -6,7 +6,8 @@ import enum
 import secrets
 from datetime import datetime, timezone
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator
+from sqlalchemy import (CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator,
+                        UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -272,3 +273,67 @@ class WeChatExchange(db.Model):
         return {"at": self.at.isoformat(), "direction": self.direction, "path": self.path,
                 "out_trade_no": self.out_trade_no, "outcome": self.outcome, "duration_ms": self.duration_ms,
                 "request_id": self.request_id, "request": self.request, "response": self.response}
+
+
+class MessageCredit(db.Model):
+    """How many messages of one template a person has allowed us (one per accept in wx.requestSubscribeMessage).
+
+    Our own bookkeeping of WeChat's count, which WeChat does not let us read: +1 per accept the
+    mini-program reports, -1 per message queued, 0 again when WeChat answers 43101 (it has none).
+    """
+
+    __tablename__ = "message_credits"
+    __table_args__ = (
+        UniqueConstraint("user_id", "template_id"),
+        CheckConstraint("credits >= 0", name="credits_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    template_id: Mapped[str] = mapped_column(String(64))
+    credits: Mapped[int] = mapped_column(Integer, default=0)
+    last_choice: Mapped[str | None] = mapped_column(String(8))  # accept | reject, as last reported
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MessageState(str, enum.Enum):
+    PENDING = "pending"  # queued with the state change; sent right after its commit, else by reconcile
+    SENT = "sent"
+    REFUSED = "refused"  # WeChat refused it for good (43101 no credit, 40003, 40037, 47003, ...): never retried
+
+
+class SubscribeMessage(db.Model):
+    """One subscribe message to an order's owner: written with the state change it tells of, then sent."""
+
+    __tablename__ = "subscribe_messages"
+    __table_args__ = (
+        # Exactly once per event (per refund, for `refunded`) per order per template.
+        UniqueConstraint("order_id", "event", "event_ref", "template_id"),
+        CheckConstraint("state IN ('pending', 'sent', 'refused')", name="state_known"),
+        Index("ix_subscribe_messages_state_next", "state", "next_attempt_at"),  # reconcile: what is due
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    event: Mapped[str] = mapped_column(String(16))  # paid | shipped | refunded
+    event_ref: Mapped[str] = mapped_column(String(64), default="")  # the refund's out_refund_no; "" if one per order
+    template_id: Mapped[str] = mapped_column(String(64))
+    touser: Mapped[str] = mapped_column(String(64))  # the order owner's openid, and nobody else's
+    page: Mapped[str | None] = mapped_column(String(256))
+    data: Mapped[str] = mapped_column(Text)  # JSON: {key: value}, already within WeChat's limits
+    state: Mapped[str] = mapped_column(String(16), default=MessageState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a sender holds it until then
+    errcode: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(255))
+    msgid: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def to_dict(self) -> dict:
+        return {"event": self.event, "event_ref": self.event_ref or None, "template_id": self.template_id,
+                "state": self.state, "attempts": self.attempts, "created_at": self.created_at.isoformat(),
+                "sent_at": self.sent_at.isoformat() if self.sent_at else None, "errcode": self.errcode,
+                "error": self.error, "msgid": self.msgid}

@@ -81,6 +81,7 @@ def show(out_trade_no: str, as_json: bool) -> None:
     notes = db.session.execute(db.select(PaymentNotification).filter_by(out_trade_no=o.out_trade_no)
                                .order_by(PaymentNotification.id)).scalars().all()
     from ..audit import exchanges_for
+    from ..services.messages import for_order as messages_for
 
     refunded = {}  # per transaction: what came back (an anomalous payment's refunds show here)
     for r in o.refunds:
@@ -89,6 +90,7 @@ def show(out_trade_no: str, as_json: bool) -> None:
     data = {**order_summary(o), "anomaly_detail": o.anomaly_detail,
             "payments": [{**p.to_dict(), "refunded_fee": refunded.get(p.transaction_id, 0)} for p in o.payments],
             "notifications": [n.to_dict() for n in notes], "refunds": [r.to_dict() for r in o.refunds],
+            "messages": [m.to_dict() for m in messages_for(o.id)],
             "exchanges": [{k: v for k, v in x.to_dict().items() if k not in ("request", "response")}
                           for x in exchanges_for(o.out_trade_no)]}
 
@@ -111,6 +113,10 @@ def show(out_trade_no: str, as_json: bool) -> None:
         for r in d["refunds"]:
             click.echo(f"  {r['out_refund_no']}  {r['refund_fee']:>9}  {r['status']:<10}  {r['transaction_id'] or '-'}"
                        f"  {r['failure'] or ''}")
+        click.echo("messages:")
+        for m in d["messages"]:
+            click.echo(f"  {m['event']:<8}  {m['template_id']:<43}  {m['state']:<8}  {(m['sent_at'] or '-')[:19]:<19}"
+                       f"  {m['event_ref'] or ''}  {m['error'] or ''}")
         click.echo("wechat exchanges:")
         for x in d["exchanges"]:
             click.echo(f"  {x['at'][:19]}  {x['direction']:<3}  {x['path']:<22}  {x['outcome']:<24}  {x['duration_ms']:>5}ms"

@@ -102,7 +102,19 @@ class Emulator:
         if code in SPECIAL_CODES:
             errcode, errmsg = SPECIAL_CODES[code]
             return {"errcode": errcode, "errmsg": errmsg}
-        return {"openid": self.openid_for(code), "session_key": base64.b64encode(secrets.token_bytes(16)).decode()}
+        openid = self.openid_for(code)
+        self.store.set(self._user_key(openid), "1", ttl=ORDER_TTL)  # WeChat knows its users: subscribe/send checks
+        return {"openid": openid, "session_key": base64.b64encode(secrets.token_bytes(16)).decode()}
+
+    def _user_key(self, openid: str) -> str:
+        return f"sandbox:{self.merchant.appid}:user:{openid}"
+
+    def is_user(self, openid: str) -> bool:
+        """Has this openid logged in to the mini-program (so WeChat would know it)?"""
+        return bool(openid) and self.store.get(self._user_key(openid)) is not None
+
+    def meet(self, openid: str) -> None:
+        self.store.set(self._user_key(openid), "1", ttl=ORDER_TTL)
 
     # Access tokens and the calls that need one live in tokens.py.
     @property

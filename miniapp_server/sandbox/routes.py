@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from flask import Response, current_app, jsonify, request
 
 from ..extensions import store
 from ..wechat.http import make_session
 from ..wechat.pay.signing import SIGN_TYPES
 from . import bp
+from ..message_settings import SANDBOX_TEMPLATES, parse_fields
 from .emulator import PREPAY_TTL, Emulator, Merchant, SandboxError
+from .messages import MessageDesk
 from .refunds import RefundDesk
 from .transport import WSGIAdapter
 from .v3 import SandboxEmulator, SandboxRefundDesk
@@ -115,7 +120,7 @@ def control_calls():
     emu = emulator()
     return {name: emu.call_count(name) for name in ("jscode2session", "token", "unifiedorder", "orderquery",
                                                     "closeorder", "stable_token", "getuserphonenumber", "refund",
-                                                    "refundquery")}
+                                                    "refundquery", "subscribe_send")}
 
 
 @bp.post("/control/revoke-token")
@@ -166,3 +171,85 @@ def control_refund_notify():
     if not isinstance(no, str) or not no:
         raise SandboxError(400, "invalid_params", 'send {"out_refund_no": "...", "deliver": true}')
     return refund_desk().settle(no, deliver=bool(body.get("deliver", True)))
+
+
+# -- subscribe messages (sandbox/messages.py) -------------------------------------------------------------
+
+APP_JSON = Path(__file__).resolve().parents[2] / "miniprogram" / "app.json"
+
+
+def message_desk() -> MessageDesk:
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    desk = app.extensions.get("sandbox_messages")
+    if desk is None:
+        emu = emulator()
+        templates = {tid: [key for key, _ in parse_fields("sandbox", fields, event)]
+                     for event, (tid, fields) in SANDBOX_TEMPLATES.items()}
+        # The app's own templates too: WeChat knows every template the shop picked, by its keys.
+        templates.update({t.template_id: [key for key, _ in t.fields] for t in app.config["WECHAT_MESSAGES"].values()})
+        desk = app.extensions["sandbox_messages"] = MessageDesk(
+            store.backend, app.config["WECHAT_APPID"], templates, lambda: emu.tokens, emu.is_user,
+            _mini_program_pages(), emu._count)
+    return desk
+
+
+def _mini_program_pages() -> set[str] | None:
+    """The bundled mini-program's pages (app.json), as WeChat knows the published version's; None if absent."""
+    try:
+        pages = json.loads(APP_JSON.read_text(encoding="utf-8")).get("pages")
+    except (OSError, ValueError):
+        return None
+    return set(pages) if isinstance(pages, list) else None
+
+
+@bp.post("/cgi-bin/message/subscribe/send")
+def subscribe_send():
+    return message_desk().send(request.args.get("access_token", ""), request.get_json(silent=True, force=True))
+
+
+@bp.post("/control/subscribe")
+def control_subscribe():
+    """The person accepts in wx.requestSubscribeMessage: `{"openid": "..."} or {"code": "<wx.login code>"}`
+    with `"template_ids": [...]` (at most 3): one more message of each may be sent to them."""
+    body = request.get_json(silent=True, force=True)
+    body = body if isinstance(body, dict) else {}
+    emu, openid, code = emulator(), body.get("openid"), body.get("code")
+    if isinstance(code, str) and code and openid is None:
+        openid = emu.openid_for(code)
+        emu.meet(openid)
+    elif not isinstance(openid, str) or not openid or code is not None:
+        raise SandboxError(400, "invalid_params", 'send {"openid": "..."} or {"code": "..."}, and "template_ids"')
+    elif not emu.is_user(openid):
+        raise SandboxError(400, "unknown_openid", "no such user of this mini-program (log in first)")
+    return message_desk().grant(openid, body.get("template_ids"))
+
+
+@bp.get("/control/messages")
+def control_messages():
+    """Every subscribe/send the sandbox took, delivered or refused; filters: openid, template_id, out_trade_no,
+    delivered=1|0."""
+    args = request.args
+    delivered = args.get("delivered")
+    items = message_desk().sent(openid=args.get("openid") or None, template_id=args.get("template_id") or None,
+                                out_trade_no=args.get("out_trade_no") or None,
+                                delivered=None if delivered in (None, "") else delivered in ("1", "true"))
+    return {"items": items}
+
+
+@bp.get("/control/subscriptions")
+def control_subscriptions():
+    """WeChat's side of the credits: `?openid=` (or `?code=`): credits left per template."""
+    emu, openid, code = emulator(), request.args.get("openid"), request.args.get("code")
+    openid = openid or (emu.openid_for(code) if code else None)
+    if not openid:
+        raise SandboxError(400, "invalid_params", "give ?openid= or ?code=")
+    desk = message_desk()
+    return {"openid": openid, "credits": {tid: desk.credits(openid, tid) for tid in desk.templates}}
+
+
+@bp.post("/control/messages-behaviour")
+def control_messages_behaviour():
+    """`{"fail_next": <errcode>, "count": 1}`: the next sends answer that errcode (-1, 45009, 47003, ...)."""
+    body = request.get_json(silent=True, force=True)
+    body = body if isinstance(body, dict) else {}
+    return message_desk().fail_next(body.get("fail_next"), body.get("count", 1))

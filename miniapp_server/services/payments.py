@@ -26,6 +26,7 @@ from ..sqlite_tuning import begin_write
 from ..models import Anomaly, Order, OrderStatus, Payment, PaymentNotification, utcnow
 from ..wechat.times import parse_wechat_time
 from ..wechat.errors import PayError
+from . import messages
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ def apply_payment(*, out_trade_no: str, transaction_id: str, total_fee: int, tim
                 db.session.add(PaymentNotification(**record, verdict=verdict))
             db.session.commit()
             log.info("payment %s for %s via %s: %s", transaction_id, out_trade_no, source, verdict)
+            messages.send_ready()  # the buyer's "paid" message, now that the payment is committed
             return verdict
         except IntegrityError:
             # A concurrent copy recorded this transaction first; the next pass sees it as a duplicate.
@@ -175,6 +177,7 @@ def _apply_once(out_trade_no: str, transaction_id: str, total_fee: int, paid_at:
         if moved == 1:
             db.session.add(Payment(order_id=order.id, transaction_id=transaction_id, total_fee=total_fee,
                                    time_end=paid_at, source=source))
+            messages.queue(order, "paid", values={"paid_at": paid_at})  # in this transaction: gone if it rolls back
             db.session.expire(order)
             return PAID
         db.session.refresh(order)

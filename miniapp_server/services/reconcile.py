@@ -8,7 +8,10 @@ One pass:
    applied through `apply_payment`, the notification's own exactly-once path;
 3. refunds WeChat never answered (`pending`): sent again with their own
    out_refund_no; refunds left `processing`: refund query, applied through
-   `settle_refund`, the refund notification's own path.
+   `settle_refund`, the refund notification's own path;
+4. subscribe messages left `pending` (WeChat unreachable or busy, or the sender
+   died) whose next attempt is due: sent again (services/messages.py claims each
+   first, so no message goes twice from two passes or a pass and a request).
 
 Every step is idempotent, so two passes at once (two machines, cron overlapping
 `--watch`) cannot do harm; a lock (in the store, and a PostgreSQL advisory lock
@@ -30,10 +33,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import ApiError
 from ..extensions import db, store
-from ..models import Order, OrderStatus, Refund, RefundStatus, utcnow
+from ..models import MessageState, Order, OrderStatus, Refund, RefundStatus, SubscribeMessage, utcnow
 from ..store import LockTimeout
 from ..wechat.errors import WeChatError
-from . import closing, payments, refunds
+from . import closing, messages, payments, refunds
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,9 @@ class Summary:
     unchanged: int = 0
     refunds_checked: int = 0
     refunds_settled: int = 0  # success or failed now
+    messages_checked: int = 0  # pending subscribe messages tried again
+    messages_sent: int = 0
+    messages_refused: int = 0  # WeChat refused them for good (43101 no credit, 47003, ...)
     errors: int = 0
     failures: list[str] = field(default_factory=list)  # "out_trade_no: what went wrong"
 
@@ -61,9 +67,11 @@ class Summary:
     def line(self) -> str:
         if self.skipped:
             return "reconcile: skipped, another reconcile is running"
+        messages = (f"{self.messages_checked} messages retried: {self.messages_sent} sent, {self.messages_refused} "
+                    "refused; ") if self.messages_checked else ""
         return (f"reconcile: {self.checked} orders checked: {self.paid} paid, {self.closed} closed, "
                 f"{self.anomalies} anomalies, {self.unchanged} unchanged; {self.refunds_checked} refunds checked, "
-                f"{self.refunds_settled} settled; {self.errors} errors")
+                f"{self.refunds_settled} settled; {messages}{self.errors} errors")
 
 
 @contextlib.contextmanager
@@ -98,6 +106,7 @@ def reconcile(older_than: int = 300, limit: int = 500, now: datetime | None = No
         _close_expired(summary, now, limit)
         _query_stale(summary, now - timedelta(seconds=older_than), now, limit)
         _refunds(summary, now - timedelta(seconds=older_than), limit)
+        _messages(summary, now, limit)
     log.info(summary.line())
     return summary
 
@@ -177,3 +186,21 @@ def _refunds(summary: Summary, cutoff: datetime, limit: int) -> None:
             continue
         if refund is not None and refund.status in (RefundStatus.SUCCESS.value, RefundStatus.FAILED.value):
             summary.refunds_settled += 1
+
+
+def _messages(summary: Summary, now: datetime, limit: int) -> None:
+    for message_id in messages.due(now, limit):
+        summary.messages_checked += 1
+        state = messages.deliver(message_id)
+        if state == MessageState.SENT.value:
+            summary.messages_sent += 1
+        elif state == MessageState.REFUSED.value:
+            summary.messages_refused += 1
+        elif state == MessageState.PENDING.value:  # WeChat failed again: it waits for a later pass
+            row = db.session.execute(
+                db.select(Order.out_trade_no, SubscribeMessage.event, SubscribeMessage.error)
+                .join(Order, Order.id == SubscribeMessage.order_id).where(SubscribeMessage.id == message_id)).first()
+            db.session.commit()
+            summary.errors += 1
+            no, event, error = row if row is not None else ("?", "?", "not sent")
+            summary.failures.append(f"{no}: {event} message not sent: {error}"[:300])

@@ -35,6 +35,8 @@ from ..extensions import db, wechat
 from ..models import Order, OrderStatus, Payment, PaymentNotification, Refund, RefundStatus, utcnow
 from ..sqlite_tuning import begin_write
 from ..wechat.errors import PayError, WeChatError
+from ..wechat.subscribe import Fen
+from . import messages
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +265,7 @@ def settle_refund(fields: dict[str, str], source: str, record: dict[str, Any] | 
             db.session.commit()
             log.info("refund %s for %s via %s: %s", fields.get("out_refund_no"), fields.get("out_trade_no"),
                      source, verdict)
+            messages.send_ready()  # the buyer's "refunded" message, now that the refund is settled
             return verdict
         except OperationalError:
             db.session.rollback()  # deadlock or lock timeout: try again
@@ -299,6 +302,8 @@ def _settle_once(fields: dict[str, str], source: str) -> str:
             order.refunded_fee = order.refunded_fee + refund.refund_fee
         db.session.flush()
         _recompute_status(order)
+        messages.queue(order, "refunded", ref=refund.out_refund_no,
+                       values={"refund_amount": Fen(refund.refund_fee), "refunded_at": refund.succeeded_at})
         return REFUNDED
     if state in ("REFUNDCLOSE", "CHANGE"):
         if refund.status not in OPEN:

@@ -2,6 +2,7 @@ from flask import current_app, g
 
 from ..auth.guard import login_required
 from ..http_utils import json_body
+from ..services import subscriptions as subscriptions_service
 from ..services import user_data
 from . import bp
 
@@ -20,3 +21,17 @@ def decrypt():
     body = json_body()
     return user_data.decrypt_for_session(g.session.session_key, current_app.config["WECHAT_APPID"],
                                          body.get("encryptedData"), body.get("iv"))
+
+
+@bp.get("/subscriptions")
+@login_required
+def subscriptions():
+    """The templates to ask for with wx.requestSubscribeMessage, and this person's credits for each."""
+    return subscriptions_service.overview(g.session.user_id)
+
+
+@bp.post("/subscriptions")
+@login_required
+def report_subscriptions():
+    """`{"accepted": [template ids], "rejected": [...]}` from wx.requestSubscribeMessage's answer."""
+    return subscriptions_service.record_choices(g.session.user_id, json_body())
