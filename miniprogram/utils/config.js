@@ -18,5 +18,10 @@ module.exports = {
   pollAttempts: 20,
   syncAfterAttempts: 4, // then also ask the server to query WeChat (POST /api/orders/<no>/sync), once
 
+  // Subscribe messages asked for at the pay tap (utils/subscriptions.js): a dialog that never answers, and the
+  // report of an accept, hold the payment sheet back at most this long (ms).
+  subscribeDialogTimeoutMs: 60000,
+  subscribeReportTimeoutMs: 3000,
+
   pageSize: 10 // orders per page
 }

@@ -25,8 +25,10 @@ async function useSandbox () {
 
 // Get the pay parameters for the order and pay. Resolving only means the payment was handed to
 // WeChat; the order is paid once WeChat's notification says so (see waitUntilSettled).
-async function payOrder (outTradeNo) {
+// `before`: a promise the payment sheet waits for (the subscribe dialog opened at the same tap); it never rejects.
+async function payOrder (outTradeNo, { before } = {}) {
   const params = await request({ path: '/api/orders/' + encodeURIComponent(outTradeNo) + '/pay', method: 'POST', toast: false })
+  if (before) await before
   if (await useSandbox()) {
     // No phone can pay a sandbox order: the sandbox's control call plays the person confirming on the phone.
     await request({ path: '/sandbox/control/pay', method: 'POST', data: params, auth: false, toast: false })

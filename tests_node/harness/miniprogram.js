@@ -81,7 +81,13 @@ class PageHandle {
     const method = this.instance[target.handler]
     if (typeof method !== 'function') throw new Error(`${this.route}: WXML names handler ${target.handler}, the page has none`)
     const ds = target.dataset
-    return method.call(this.instance, { type: event, detail, currentTarget: { dataset: ds }, target: { dataset: ds }, timeStamp: Date.now() })
+    // The handler's synchronous part runs inside the user's gesture (what wx.requestSubscribeMessage requires).
+    this.mp.wx.gesture = true
+    try {
+      return method.call(this.instance, { type: event, detail, currentTarget: { dataset: ds }, target: { dataset: ds }, timeStamp: Date.now() })
+    } finally {
+      this.mp.wx.gesture = false
+    }
   }
 }
 

@@ -38,6 +38,13 @@ function createWx (options = {}) {
     user: options.user || 'node-user', // codes are "<user>#<n>": the sandbox maps them all to one openid
     wechatBase: options.wechatBase || '', // where "WeChat" (the sandbox) is, for requestPayment
     payment: options.payment || 'sandbox', // 'sandbox' | 'cancel' | async (params) => ({ ok, errMsg })
+    // The person in wx.requestSubscribeMessage's dialog: 'accept' | 'reject' | 'ban' (each template's answer),
+    // 'off' (subscribe messages turned off: fail with errCode 20004), 'error' (the dialog fails), or
+    // (tmplIds) => WeChat's success answer. An accept grants the sandbox's credits, as WeChat records them.
+    subscribe: options.subscribe || 'reject',
+    subscribeRequests: [], // { tmplIds, gesture }
+    gesture: false, // true while a tap handler runs (the harness's tap sets it): WeChat's "user TAP gesture"
+    grants: [], // { body, status } of each credit the sandbox granted
     loginFails: !!options.loginFails,
     intercept: null, // (req) => void: a test may alter a request on its way out (fault injection)
     router: options.router || null,
@@ -165,6 +172,48 @@ function createWx (options = {}) {
     )
   }
 
+  async function grantCredits (templateIds) {
+    const body = { code: shim.user + '#' + shim.logins, template_ids: templateIds } // the sandbox knows the person by a login code
+    const res = await fetch(shim.wechatBase + '/sandbox/control/subscribe', {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body)
+    })
+    shim.grants.push({ body, status: res.status, answer: await res.json().catch(() => ({})) })
+    if (!res.ok) throw new Error('the sandbox refused the credits: ' + res.status)
+  }
+
+  // WeChat opens its dialog only from a tap's own handler, answers per template, and fails as a whole when the
+  // person turned subscribe messages off (20004).
+  function requestSubscribeMessage (opts = {}) {
+    const tmplIds = Array.isArray(opts.tmplIds) ? opts.tmplIds.slice() : []
+    shim.subscribeRequests.push({ tmplIds, gesture: shim.gesture })
+    if (!shim.gesture) {
+      reply(opts, false, { errMsg: 'requestSubscribeMessage:fail can only be invoked by user TAP gesture.' })
+      return
+    }
+    if (!tmplIds.length) {
+      reply(opts, false, { errMsg: 'requestSubscribeMessage:fail empty template id list', errCode: 10001 })
+      return
+    }
+    const mode = shim.subscribe
+    if (mode === 'off') {
+      reply(opts, false, { errMsg: 'requestSubscribeMessage:fail main switch is switched off', errCode: 20004 })
+      return
+    }
+    if (mode === 'error') {
+      reply(opts, false, { errMsg: 'requestSubscribeMessage:fail network error', errCode: 10002 })
+      return
+    }
+    const answer = { errMsg: 'requestSubscribeMessage:ok' }
+    if (typeof mode === 'function') Object.assign(answer, mode(tmplIds))
+    else for (const id of tmplIds) answer[id] = mode
+    const accepted = tmplIds.filter((id) => answer[id] === 'accept')
+    shim.inflight++
+    Promise.resolve(accepted.length ? grantCredits(accepted) : null).then(
+      () => { shim.inflight--; reply(opts, true, answer) },
+      (err) => { shim.inflight--; reply(opts, false, { errMsg: 'requestSubscribeMessage:fail ' + err.message }) }
+    )
+  }
+
   function navigation (name) {
     return (opts = {}) => {
       if (!shim.router) throw new Error('wx.' + name + ' needs the harness router')
@@ -182,6 +231,7 @@ function createWx (options = {}) {
   const api = {
     request,
     requestPayment,
+    requestSubscribeMessage,
     login (opts = {}) {
       shim.logins++
       if (shim.loginFails) reply(opts, false, { errMsg: 'login:fail network' })

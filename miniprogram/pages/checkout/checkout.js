@@ -4,6 +4,7 @@ const { request } = require('../../utils/request')
 const errors = require('../../utils/errors')
 const format = require('../../utils/format')
 const pay = require('../../utils/pay')
+const subscriptions = require('../../utils/subscriptions')
 
 // Errors after which this order cannot be paid: the next tap makes a new one.
 const ORDER_GONE = ['order_closed', 'order_expired', 'trade_type_conflict']
@@ -23,6 +24,7 @@ Page({
     this.cart = format.decodeCart(query.items ? decodeURIComponent(query.items) : '')
     this.setData({ outTradeNo: query.out_trade_no || '' })
     this.load()
+    subscriptions.prepare() // the templates to ask for at the pay tap
   },
 
   async load () {
@@ -74,15 +76,22 @@ Page({
     wx.navigateBack({ fail: () => wx.switchTab({ url: '/pages/products/products' }) })
   },
 
-  async pay () {
+  // The tap: the subscribe dialog opens now (WeChat allows it only here), the order is made meanwhile, and the
+  // payment sheet follows once the dialog has closed; whatever the person chose there, the payment goes on.
+  pay () {
     if (this.data.state === 'paying') return // a second tap while paying
+    const asked = subscriptions.ask()
     this.setData({ state: 'paying', payError: '' })
+    return this.payAfter(asked)
+  },
+
+  async payAfter (asked) {
     try {
       if (!this.data.outTradeNo) {
         const order = await request({ path: '/api/orders', method: 'POST', data: { items: this.cart }, toast: false })
         this.showOrder(order)
       }
-      await pay.payOrder(this.data.outTradeNo)
+      await pay.payOrder(this.data.outTradeNo, { before: asked })
       // Handed to WeChat; the result page waits for WeChat's notification to reach the server.
       wx.redirectTo({ url: '/pages/result/result?out_trade_no=' + encodeURIComponent(this.data.outTradeNo) })
     } catch (err) {
