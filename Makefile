@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi:app
+# `make run PORT=5050` serves there or stops if it is taken; without PORT, 5000 or the next free port
+# (the choice is written down for `flask sandbox demo` and the mini-program: miniapp_server/devserver.py).
+PORT ?=
 
 .PHONY: run test test-python test-node bench bench-smoke clean
 
@@ -15,7 +18,9 @@ $(BIN)/.installed: requirements.txt
 run: $(BIN)/.installed
 	$(BIN)/flask db upgrade
 	$(BIN)/flask products demo
-	$(BIN)/flask run --host 127.0.0.1 --port 5000
+	@port=$$($(BIN)/flask sandbox port $(if $(PORT),--port $(PORT))) && \
+	  echo "serving the sandbox at http://127.0.0.1:$$port" && \
+	  exec $(BIN)/flask run --host 127.0.0.1 --port $$port
 
 test: test-python
 	$(MAKE) test-node

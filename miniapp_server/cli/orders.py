@@ -172,13 +172,18 @@ def close(out_trade_no: str, as_json: bool) -> None:
 
 @orders.command("checkout-link")
 @click.argument("out_trade_no")
-@click.option("--base-url", default="http://127.0.0.1:5000", show_default=True,
-              help="the address customers reach this server at")
-def checkout_link(out_trade_no: str, base_url: str) -> None:
+@click.option("--base-url", default=None,
+              help="the address customers reach this server at  [default: where `make run` serves]")
+def checkout_link(out_trade_no: str, base_url: str | None) -> None:
     """Print a signed link to the order's scan-to-pay checkout page (it expires; see CHECKOUT_LINK_TTL)."""
+    import os
+
     from flask import current_app
 
     from ..checkout.links import checkout_url
+    from ..devserver import remembered_url
+
+    base_url = base_url or remembered_url(current_app.instance_path, os.path.dirname(current_app.root_path))
 
     o = _order_or_exit(out_trade_no)
     with current_app.test_request_context(base_url=base_url):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import uuid
 
 import click
 import requests
+from flask import current_app
 from flask.cli import AppGroup
+
+from .. import devserver
 
 sandbox = AppGroup("sandbox", help="The built-in WeChat emulator.")
 
@@ -18,18 +22,46 @@ sandbox = AppGroup("sandbox", help="The built-in WeChat emulator.")
 @click.option("--port", default=5100, show_default=True, type=int)
 def serve(host: str, port: int) -> None:
     """Run the emulator as a process of its own (development server; use gunicorn for load)."""
+    from werkzeug.serving import run_simple
+
     from ..sandbox.standalone import create_sandbox_app
 
-    create_sandbox_app().run(host=host, port=port, threaded=True)
+    # Not app.run(): inside the `flask` command Flask ignores it (it would block the CLI) and exits at once.
+    click.echo(f"WeChat sandbox at http://{host}:{port}/sandbox (WECHAT_API_BASE / WECHAT_PAY_BASE)", err=True)
+    run_simple(host, port, create_sandbox_app(), threaded=True)
+
+
+@sandbox.command("port")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="this port or nothing (exit 1 if it is taken)")
+@click.option("--default", "default_port", type=int, default=devserver.DEFAULT_PORT, show_default=True,
+              help="tried first when --port is not given; then the next free one")
+def port(host: str, port: int | None, default_port: int) -> None:
+    """Choose the port `make run` serves on, print it, and write it down for `flask sandbox demo` and the
+    mini-program (miniprogram/utils/dev-server.js)."""
+    try:
+        chosen, note = devserver.choose_port(host, port, default_port)
+    except devserver.PortTaken as exc:
+        click.echo(f"✗ {exc}", err=True)
+        sys.exit(1)
+    if note:
+        click.echo(f"! {note}", err=True)
+    devserver.remember(f"http://{host}:{chosen}", current_app.instance_path, _root())
+    click.echo(chosen)
+
+
+def _root() -> str:
+    return os.path.dirname(current_app.root_path)
 
 
 @sandbox.command("demo")
-@click.option("--url", default="http://127.0.0.1:5000", show_default=True, help="the running backend")
+@click.option("--url", default=None, help="the running backend  [default: where `make run` serves, else "
+                                          "http://127.0.0.1:5000]")
 @click.option("--timeout", default=20.0, show_default=True, help="seconds to wait for the notification")
-def demo(url: str, timeout: float) -> None:
+def demo(url: str | None, timeout: float) -> None:
     """Run the whole journey against a running server in sandbox mode, printing each step."""
     http = requests.Session()
-    url = url.rstrip("/")
+    url = (url or devserver.remembered_url(current_app.instance_path, _root())).rstrip("/")
 
     def step(title: str, method: str, path: str, **kwargs):
         resp = http.request(method, url + path, timeout=10, **kwargs)
@@ -63,8 +95,11 @@ def demo(url: str, timeout: float) -> None:
     click.echo(f"  {params['package']} signType={params['signType']} paySign={params['paySign'][:8]}...")
     paid = step("pay in the sandbox, as the phone would", "POST", "/sandbox/control/pay", json=params)
     note = paid["notification"]
-    click.echo(f"  transaction {paid['transaction_id']}; notification answered "
-               f"{'SUCCESS' if note['acknowledged'] else 'not acknowledged'}")
+    if note.get("queued"):
+        click.echo(f"  transaction {paid['transaction_id']}; notification on its way to {note['url']}")
+    else:
+        click.echo(f"  transaction {paid['transaction_id']}; notification answered "
+                   f"{'SUCCESS' if note['acknowledged'] else 'not acknowledged'}")
     deadline = time.monotonic() + timeout
     while True:
         status = step("check the order", "GET", f"/api/orders/{no}")["status"]

@@ -79,6 +79,9 @@ class Emulator:
         self.sleep = time.sleep  # between retries; tests watch it
         # WeChat's prepay_id and NATIVE code_url live two hours; tests shorten it to watch a renewal.
         self.prepay_ttl = prepay_ttl
+        # Whether a notify URL names the app this emulator lives in: those are handed to the app in-process
+        # (first attempt at once); any other host gets its notification over HTTP from a background thread.
+        self.names_app: Callable[[str], bool] = lambda url: False
 
     # -- api.weixin.qq.com ----------------------------------------------------------------------
 
@@ -265,7 +268,7 @@ class Emulator:
         self._expire_if_due(order)
         fields: dict[str, Any] = {"result_code": "SUCCESS", "out_trade_no": order["out_trade_no"],
                                   "trade_state": order["state"], "trade_type": order["trade_type"],
-                                  "openid": order["openid"], "attach": order["attach"]}
+                                  "openid": self.payer_openid(order), "attach": order["attach"]}
         if order["state"] in ("SUCCESS", "REFUND"):
             fields.update(transaction_id=order["transaction_id"], time_end=order["time_end"], total_fee=order["paid_fee"],
                           cash_fee=order["paid_fee"], fee_type="CNY", bank_type="OTHERS", is_subscribe="N")
@@ -331,16 +334,35 @@ class Emulator:
             raise SandboxError(400, "prepay_expired", "this prepay_id is unknown or has expired")
         return self.pay_order(no, presented=("prepay_id", prepay_id, trade_type))
 
-    def pay_code_url(self, code_url: object) -> dict[str, Any]:
+    def pay_code_url(self, code_url: object, payer: object = None) -> dict[str, Any]:
+        """Pay a NATIVE order as the person who scans its code would; `payer` names that person the way a
+        wx.login code does (the same name, the same openid), by default the sandbox's one scanner."""
         if not isinstance(code_url, str) or not code_url:
             raise SandboxError(400, "invalid_params", "send {\"code_url\": ...}")
+        if payer is not None and (not isinstance(payer, str) or not payer or len(payer) > 64):
+            raise SandboxError(400, "invalid_params", "payer: a name of 1 to 64 characters, like a wx.login code")
         no = self.store.get("sandbox:codeurl:" + code_url)
         if not no:
             raise SandboxError(400, "code_url_expired", "this code_url is unknown or has expired")
-        return self.pay_order(no, presented=("code_url", code_url, "NATIVE"))
+        return self.pay_order(no, presented=("code_url", code_url, "NATIVE"), payer=payer)
+
+    @staticmethod
+    def transaction_id() -> str:
+        # WeChat's are 28 digits: 4200 and six more, the day (yyyymmdd), ten more ("4200000483202001042069747825").
+        return f"4200{secrets.randbelow(10 ** 6):06d}{china_now():%Y%m%d}{secrets.randbelow(10 ** 10):010d}"
+
+    @staticmethod
+    def refund_id() -> str:
+        # WeChat's are 29 digits: 50 and eight more, the day, eleven more ("50300103182020010413419046597").
+        return f"50{secrets.randbelow(10 ** 8):08d}{china_now():%Y%m%d}{secrets.randbelow(10 ** 11):011d}"
+
+    @staticmethod
+    def payer_openid(order: dict[str, Any]) -> str:
+        """Who paid: the JSAPI order's openid, or the person who scanned or paid in the app."""
+        return order.get("payer_openid") or order.get("openid") or ""
 
     def pay_order(self, out_trade_no: str, fee: int | None = None,
-                  presented: tuple[str, str, str] | None = None) -> dict[str, Any]:
+                  presented: tuple[str, str, str] | None = None, payer: str | None = None) -> dict[str, Any]:
         """Mark the order paid at 'WeChat', then notify the merchant (first attempt now, retries later).
 
         `presented` is what the phone holds, (field, value, trade_type): it must be the trade's
@@ -363,9 +385,10 @@ class Emulator:
                 raise SandboxError(409, "order_paid", "this order is already paid")
             if order["state"] == "CLOSED":
                 raise SandboxError(409, "order_closed", "this order is closed")
-            order.update(state="SUCCESS", transaction_id="4200" + time.strftime("%Y%m%d") + secrets.token_hex(8)[:16],
+            order.update(state="SUCCESS", transaction_id=self.transaction_id(),
                          time_end=wechat_time(china_now()), paid_fee=int(fee if fee is not None else order["total_fee"]))
-            order["transaction_id"] = order["transaction_id"][:32]
+            if not order["openid"]:  # NATIVE, APP: the person holding the phone, a stable openid of this appid
+                order["payer_openid"] = self.openid_for(payer or "sandbox-scanner")
             self.save_order(order)
             self.store.set("sandbox:txn:" + order["transaction_id"], out_trade_no, ttl=ORDER_TTL)
         first = self.deliver(order)
@@ -375,7 +398,7 @@ class Emulator:
     def notification_for(self, order: dict[str, Any]) -> bytes:
         fields = {
             "return_code": "SUCCESS", "result_code": "SUCCESS", "appid": self.merchant.appid,
-            "mch_id": self.merchant.mch_id, "nonce_str": signing.nonce(), "openid": order["openid"] or "sandbox-openid",
+            "mch_id": self.merchant.mch_id, "nonce_str": signing.nonce(), "openid": self.payer_openid(order),
             "is_subscribe": "N", "trade_type": order["trade_type"], "bank_type": "OTHERS",
             "total_fee": str(order["paid_fee"]), "cash_fee": str(order["paid_fee"]), "fee_type": "CNY",
             "transaction_id": order["transaction_id"], "out_trade_no": order["out_trade_no"],
@@ -400,13 +423,21 @@ class Emulator:
         `post` sends the notification (v3 signs each attempt afresh, its signatures age); `acknowledged`
         reads the merchant's answer; `tags` go into every entry of /sandbox/control/notifications.
         """
+        name = f"sandbox-notify-{tags.get('out_refund_no') or tags.get('out_trade_no')}"
+        if not self.names_app(url):
+            # Another host: over HTTP, never on the request path (a server that hangs, or that is this very
+            # process behind another name, must not hold the control call); attempt 1 goes at once.
+            threading.Thread(target=self._retry, args=(url, tags, post, acknowledged, 1), daemon=True,
+                             name=name).start()
+            return {**tags, "url": url, "attempt": 1, "queued": True, "acknowledged": False}
         first = self._attempt(url, tags, post, acknowledged, 1)
         if not first["acknowledged"]:
-            name = f"sandbox-notify-{tags.get('out_refund_no') or tags.get('out_trade_no')}"
             threading.Thread(target=self._retry, args=(url, tags, post, acknowledged), daemon=True, name=name).start()
         return first
 
-    def _retry(self, url: str, tags: dict[str, str], post: Post, acknowledged: Acknowledged) -> None:
+    def _retry(self, url: str, tags: dict[str, str], post: Post, acknowledged: Acknowledged, first: int = 2) -> None:
+        if first == 1 and self._attempt(url, tags, post, acknowledged, 1)["acknowledged"]:
+            return
         for attempt, delay in enumerate(RETRY_SCHEDULE, start=2):
             self.sleep(delay * self.time_scale)
             if self._attempt(url, tags, post, acknowledged, attempt)["acknowledged"]:

@@ -16,7 +16,6 @@ Control knobs (`behaviour`): `hold_notifications` keeps refunds PROCESSING until
 from __future__ import annotations
 
 import json
-import secrets
 import threading
 import time
 from typing import Any
@@ -125,7 +124,7 @@ class RefundDesk:
             if fee > paid - refunded:
                 return emu._result_fail("ERROR", "申请退款金额超过订单可退金额", sign_type)
             refund = {"out_refund_no": data["out_refund_no"], "refund_fee": fee, "status": "PROCESSING",
-                      "refund_id": "50" + china_now().strftime("%Y%m%d") + secrets.token_hex(10)[:19],
+                      "refund_id": emu.refund_id(),
                       "notify_url": data.get("notify_url", ""), "success_time": "", "created": time.time()}
             refunds.append(refund)
             order["state"] = "REFUND"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable, Mapping
+from urllib.parse import urlsplit
 
-from flask import Response, current_app, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 
 from ..extensions import store
 from ..wechat.http import make_session
@@ -24,28 +26,65 @@ def emulator() -> Emulator:
     emu = app.extensions.get("sandbox")
     if emu is None:
         cfg = app.config
-        session = make_session(3.05, 10.0)
-        if cfg.get("SANDBOX_STANDALONE"):
-            pass  # its own process: notifications cross a real socket to the backend
-        else:
-            # Inside the backend: deliver to the app itself, whatever host the notify URL names.
-            adapter = WSGIAdapter(app)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
+        names_app, post = notify_transport(app)
 
         def send(url: str, body: bytes) -> tuple[int, bytes]:
-            resp = session.post(url, data=body, headers={"Content-Type": "text/xml"})
-            return resp.status_code, resp.content
+            return post(url, body, {"Content-Type": "text/xml"})
 
         sign_type = cfg["WECHAT_SIGN_TYPE"] if cfg["WECHAT_SIGN_TYPE"] in SIGN_TYPES else "MD5"
         merchant = Merchant(cfg["WECHAT_APPID"], cfg["WECHAT_APPSECRET"], cfg["WECHAT_MCH_ID"], cfg["WECHAT_PAY_KEY"],
                             sign_type)
         emu = app.extensions["sandbox"] = SandboxEmulator(store.backend, merchant, send, cfg["SANDBOX_TIME_SCALE"],
                                                           prepay_ttl=cfg.get("SANDBOX_PREPAY_TTL") or PREPAY_TTL)
+        emu.names_app = names_app
         from .v3_routes import v3_desk  # WeChat Pay v3's half (sandbox/v3.py), built on first need
 
         emu.v3_factory = lambda: v3_desk(app)
     return emu
+
+
+def notify_transport(app: Flask) -> tuple[Callable[[str], bool], Callable[[str, bytes, Mapping[str, str]],
+                                                                              tuple[int, bytes]]]:
+    """Where notifications go: a URL naming this app is handed to it in-process (no second request that a
+    sync worker could wait on forever); any other host gets a real HTTP request, as from WeChat.
+
+    The app's names: `localhost` (the test client's, and the CLI's fallback refund URL), the in-app
+    transport's origin, and every host a request to /sandbox arrived at. The standalone sandbox has none."""
+    cached = app.extensions.get("sandbox_notify_transport")
+    if cached is not None:
+        return cached
+    hosts = _own_hosts(app)
+    remote, local = make_session(3.05, 10.0), make_session(3.05, 10.0)
+    local.mount("http://", WSGIAdapter(app))
+    local.mount("https://", WSGIAdapter(app))
+
+    def names_app(url: str) -> bool:
+        return urlsplit(url).netloc.lower() in hosts
+
+    def post(url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
+        resp = (local if names_app(url) else remote).post(url, data=body, headers=dict(headers))
+        return resp.status_code, resp.content
+
+    app.extensions["sandbox_notify_transport"] = names_app, post
+    return names_app, post
+
+
+def _own_hosts(app: Flask) -> set[str]:
+    hosts = app.extensions.get("sandbox_hosts")
+    if hosts is None:
+        from ..integrations import IN_APP_SANDBOX_ORIGIN
+
+        hosts = app.extensions["sandbox_hosts"] = set() if app.config.get("SANDBOX_STANDALONE") else {
+            "localhost", urlsplit(IN_APP_SANDBOX_ORIGIN).netloc}
+    return hosts
+
+
+@bp.before_request
+def _remember_own_host() -> None:
+    # A request reached the app at this host, so a notify URL naming it names the app.
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if not app.config.get("SANDBOX_STANDALONE"):
+        _own_hosts(app).add(request.host.lower())
 
 
 def _xml(body: bytes) -> Response:
@@ -103,7 +142,8 @@ def control_pay():
 @bp.post("/control/scan")
 def control_scan():
     body = request.get_json(silent=True, force=True)
-    return emulator().pay_code_url(body.get("code_url") if isinstance(body, dict) else None)
+    body = body if isinstance(body, dict) else {}
+    return emulator().pay_code_url(body.get("code_url"), body.get("payer"))
 
 
 @bp.get("/control/notifications")

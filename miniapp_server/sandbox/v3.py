@@ -239,9 +239,12 @@ class V3Desk:
             "trade_type": order["trade_type"], "trade_state": state,
             "trade_state_desc": {"SUCCESS": "支付成功", "REFUND": "转入退款", "NOTPAY": "未支付",
                                  "CLOSED": "已关闭"}.get(state, ""),
-            "attach": order.get("attach", ""), "payer": {"openid": order.get("openid", "")},
+            "attach": order.get("attach", ""),
             "amount": {"total": int(order["total_fee"]), "currency": "CNY"},
         }
+        payer = self.emu.payer_openid(order)
+        if payer:  # a NATIVE or APP order has a payer only once someone paid it
+            out["payer"] = {"openid": payer}
         if state in ("SUCCESS", "REFUND"):
             paid = int(order["paid_fee"])
             ended = parse_wechat_time(order["time_end"]) or china_now()
@@ -319,7 +322,7 @@ class V3Desk:
             if fee > paid - refunded:
                 raise V3Error(400, "INVALID_REQUEST", "申请退款金额超过订单可退金额")
             refund = {"out_refund_no": out_refund_no, "refund_fee": fee, "status": "PROCESSING",
-                      "refund_id": "50" + china_now().strftime("%Y%m%d") + secrets.token_hex(10)[:19],
+                      "refund_id": emu.refund_id(),
                       "notify_url": data.get("notify_url") or "", "success_time": "", "created": time.time(),
                       "api": "v3"}
             refunds.append(refund)

@@ -8,10 +8,8 @@ from typing import Any, Callable, Mapping
 
 from flask import Flask, Response, request
 
-from ..wechat.http import make_session
 from ..wechat.pay.v3.keys import load_private_key
 from . import bp
-from .transport import WSGIAdapter
 from .v3 import SANDBOX_V3_KEY, SandboxEmulator, SandboxRefundDesk, V3Answer, V3Desk
 from .v3_keys import ensure_keys
 
@@ -43,24 +41,15 @@ def v3_desk(app: Flask) -> V3Desk:
         standalone = bool(cfg.get("SANDBOX_STANDALONE"))
         refunds = SandboxRefundDesk(emu, standalone)
         desk = V3Desk(emu, refunds, keys, cfg.get("WECHAT_PAY_V3_KEY") or SANDBOX_V3_KEY, merchant_key,
-                      merchant_serial, _sender(app, standalone), deliver_in_background=standalone)
+                      merchant_serial, _sender(app), deliver_in_background=standalone)
         app.extensions["sandbox_v3"] = desk
         return desk
 
 
-def _sender(app: Flask, standalone: bool) -> Callable[[str, bytes, Mapping[str, str]], tuple[int, bytes]]:
-    session = make_session(3.05, 10.0)
-    if not standalone:
-        # Inside the backend: deliver to the app itself, whatever host the notify URL names.
-        adapter = WSGIAdapter(app)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+def _sender(app: Flask) -> Callable[[str, bytes, Mapping[str, str]], tuple[int, bytes]]:
+    from .routes import notify_transport  # the app itself in-process, any other host over HTTP
 
-    def send(url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
-        resp = session.post(url, data=body, headers=dict(headers))
-        return resp.status_code, resp.content
-
-    return send
+    return notify_transport(app)[1]
 
 
 def desk() -> V3Desk:

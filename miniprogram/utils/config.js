@@ -1,8 +1,14 @@
 // The one place that says where the backend is and how the app behaves.
-// Point `baseUrl` at your server: `make run` serves http://127.0.0.1:5000 in sandbox mode;
+// Point `baseUrl` at your server: `make run` serves http://127.0.0.1:5000 in sandbox mode (or the next free
+// port, which it writes into utils/dev-server.js, outside git, and which is then used here);
 // in production use your HTTPS domain, which must also be listed under 开发管理 > 服务器域名 (request 合法域名).
+let devServer = {}
+try {
+  devServer = require('./dev-server.js')
+} catch (e) {} // no `make run` yet on this machine
+
 module.exports = {
-  baseUrl: 'http://127.0.0.1:5000',
+  baseUrl: devServer.baseUrl || 'http://127.0.0.1:5000',
 
   // How to pay once the backend has given the wx.requestPayment object:
   //   'auto'   - ask the backend (GET /healthz, or the X-WeChat-Sandbox header) whether it is the sandbox;
