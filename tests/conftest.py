@@ -225,7 +225,8 @@ def gunicorn(tmp_path: Path, env) -> Iterator:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                # A loaded machine boots a worker in seconds: a 1 s timeout gave up on every answer
+                if requests.get(url + "/healthz", timeout=10).status_code == 200:
                     break
             except requests.RequestException:
                 time.sleep(0.1)
