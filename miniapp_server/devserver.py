@@ -62,13 +62,13 @@ def record_paths(instance_path: str, root: str) -> tuple[Path, Path]:
     return Path(record), Path(script)
 
 
-def remember(url: str, instance_path: str, root: str) -> None:
+def remember(host: str, port: int, instance_path: str, root: str) -> None:
     record, script = record_paths(instance_path, root)
     record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"url": url}) + "\n")
-    if script.parent.is_dir():
-        script.write_text("// Written by `make run` (not in git): the address it serves at. utils/config.js reads it.\n"
-                          f"module.exports = {{ baseUrl: {json.dumps(url)} }}\n")
+    record.write_text(json.dumps({"url": f"http://{host}:{port}"}) + "\n")
+    if script.parent.is_dir():  # host and port, not a URL: utils/config.js stays the one place that holds URLs
+        script.write_text("// Written by `make run` (not in git): where it serves. utils/config.js reads it.\n"
+                          f"module.exports = {{ host: {json.dumps(host)}, port: {int(port)} }}\n")
 
 
 def remembered_url(instance_path: str, root: str) -> str:

@@ -188,7 +188,7 @@ def test_make_run_serves_on_the_port_given_and_the_demo_follows(dev_env, tmp_pat
     try:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", proc)
         assert json.loads((tmp_path / "dev-server.json").read_text()) == {"url": f"http://127.0.0.1:{port}"}
-        assert f"baseUrl: \"http://127.0.0.1:{port}\"" in (tmp_path / "dev-server.js").read_text()
+        assert f'host: "127.0.0.1", port: {port} ' in (tmp_path / "dev-server.js").read_text()
         demo = subprocess.run([str(BIN / "flask"), "sandbox", "demo"], cwd=ROOT, env=dev_env, capture_output=True,
                               text=True, timeout=60)  # no --url: it finds the server make run started
         assert demo.returncode == 0, demo.stdout + demo.stderr

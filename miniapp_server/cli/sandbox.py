@@ -46,7 +46,7 @@ def port(host: str, port: int | None, default_port: int) -> None:
         sys.exit(1)
     if note:
         click.echo(f"! {note}", err=True)
-    devserver.remember(f"http://{host}:{chosen}", current_app.instance_path, _root())
+    devserver.remember(host, chosen, current_app.instance_path, _root())
     click.echo(chosen)
 
 

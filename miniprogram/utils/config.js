@@ -8,7 +8,7 @@ try {
 } catch (e) {} // no `make run` yet on this machine
 
 module.exports = {
-  baseUrl: devServer.baseUrl || 'http://127.0.0.1:5000',
+  baseUrl: devServer.port ? 'http://' + devServer.host + ':' + devServer.port : 'http://127.0.0.1:5000',
 
   // How to pay once the backend has given the wx.requestPayment object:
   //   'auto'   - ask the backend (GET /healthz, or the X-WeChat-Sandbox header) whether it is the sandbox;
