@@ -84,6 +84,9 @@ class Config:
     PROXY_FIX_HOPS: int = 0  # how many trusted proxies set X-Forwarded-For
     SANDBOX_TIME_SCALE: float = 1.0  # shrinks the notification retry schedule in tests
     SANDBOX_PREPAY_TTL: int = 7200  # how long the emulator's prepay_id / code_url live; tests shorten it
+    BILLS_RECONCILE: bool = True  # reconcile checks yesterday's bills once WeChat has made them
+    BILLS_FUND_FLOW: str = "auto"  # auto (v3, or v2 with a client certificate) | 1 | 0
+    BILLS_RETRY_MINUTES: int = 30  # a failed bill check is tried again by reconcile after this long
     EMBEDDED_STORE_PATH: str = ""
     STORE_PREFIX: str = "miniapp:"  # Redis key prefix
     LOG_FORMAT: str = "text"  # text | json
@@ -149,6 +152,11 @@ class Config:
         cfg.SANDBOX_PREPAY_TTL = _int(env, "SANDBOX_PREPAY_TTL", cls.SANDBOX_PREPAY_TTL)
         cfg.PROXY_FIX_HOPS = _int(env, "PROXY_FIX_HOPS", cls.PROXY_FIX_HOPS)
         cfg.SANDBOX_TIME_SCALE = float(env.get("SANDBOX_TIME_SCALE", "") or 1.0)
+        cfg.BILLS_RECONCILE = _flag(env.get("BILLS_RECONCILE")) if env.get("BILLS_RECONCILE") else True
+        cfg.BILLS_FUND_FLOW = (env.get("BILLS_FUND_FLOW", "") or "auto").strip().lower()
+        if cfg.BILLS_FUND_FLOW not in ("auto", "1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ConfigError("BILLS_FUND_FLOW must be auto, 1 or 0")
+        cfg.BILLS_RETRY_MINUTES = _int(env, "BILLS_RETRY_MINUTES", cls.BILLS_RETRY_MINUTES)
         cfg.EMBEDDED_STORE_PATH = env.get("EMBEDDED_STORE_PATH", "") or os.path.join(
             os.path.abspath(instance_path), "store.sqlite3"
         )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import enum
 import secrets
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
-from sqlalchemy import (CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator,
-                        UniqueConstraint)
+from sqlalchemy import (CheckConstraint, Date, DateTime, ForeignKey, Index, Integer, String, Text,
+                        TypeDecorator, UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -179,8 +179,8 @@ class Payment(db.Model):
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
     transaction_id: Mapped[str] = mapped_column(String(32), unique=True)
     total_fee: Mapped[int] = mapped_column(Integer)
-    time_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    source: Mapped[str] = mapped_column(String(16))  # notify | query
+    time_end: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)  # a day's payments: bill checks
+    source: Mapped[str] = mapped_column(String(16))  # notify | query | bill
     anomaly: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -337,3 +337,79 @@ class SubscribeMessage(db.Model):
                 "state": self.state, "attempts": self.attempts, "created_at": self.created_at.isoformat(),
                 "sent_at": self.sent_at.isoformat() if self.sent_at else None, "errcode": self.errcode,
                 "error": self.error, "msgid": self.msgid}
+
+
+class BillCheckStatus(str, enum.Enum):
+    RUNNING = "running"
+    CLEAN = "clean"  # the bill and our ledger agree
+    DISCREPANCIES = "discrepancies"  # see its bill_discrepancies
+    NO_BILL = "no_bill"  # WeChat has no bill for that day: nothing was paid or refunded
+    FAILED = "failed"  # WeChat failed, was unreachable, or the file was unreadable: checked again later
+
+
+class BillCheck(db.Model):
+    """One check of one of WeChat's daily bills (trade or fund flow) against our ledger."""
+
+    __tablename__ = "bill_checks"
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'clean', 'discrepancies', 'no_bill', 'failed')", name="status_known"),
+        Index("ix_bill_checks_date_type", "bill_date", "bill_type"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    bill_date: Mapped[date] = mapped_column(Date)  # the China-time day the bill covers
+    bill_type: Mapped[str] = mapped_column(String(16))  # trade | fundflow
+    api: Mapped[str] = mapped_column(String(4))  # v2 | v3
+    trigger: Mapped[str] = mapped_column(String(16), default="cli")  # cli | reconcile
+    status: Mapped[str] = mapped_column(String(16), default=BillCheckStatus.RUNNING.value)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lines: Mapped[int] = mapped_column(Integer, default=0)  # data lines in the bill
+    payments: Mapped[int] = mapped_column(Integer, default=0)  # payment lines (trade) / income lines (fund flow)
+    refunds: Mapped[int] = mapped_column(Integer, default=0)  # refund lines (trade) / expense lines (fund flow)
+    paid_fen: Mapped[int] = mapped_column(Integer, default=0)
+    refunded_fen: Mapped[int] = mapped_column(Integer, default=0)
+    fee_fen: Mapped[int] = mapped_column(Integer, default=0)
+    ours_paid_fen: Mapped[int] = mapped_column(Integer, default=0)  # our ledger's payments of that day
+    ours_refunded_fen: Mapped[int] = mapped_column(Integer, default=0)  # ... and successful refunds
+    applied: Mapped[int] = mapped_column(Integer, default=0)  # missed payments applied from the bill
+    discrepancy_count: Mapped[int] = mapped_column(Integer, default=0)  # all found (rows kept: at most a limit)
+    error: Mapped[str | None] = mapped_column(String(255))
+
+    discrepancies: Mapped[list["BillDiscrepancy"]] = relationship(back_populates="check",
+                                                                  order_by="BillDiscrepancy.id")
+
+    def to_dict(self, with_discrepancies: bool = True) -> dict:
+        data = {"id": self.id, "bill_date": self.bill_date.isoformat(), "bill_type": self.bill_type, "api": self.api,
+                "trigger": self.trigger, "status": self.status, "started_at": self.started_at.isoformat(),
+                "finished_at": self.finished_at.isoformat() if self.finished_at else None, "lines": self.lines,
+                "payments": self.payments, "refunds": self.refunds, "paid_fen": self.paid_fen,
+                "refunded_fen": self.refunded_fen, "fee_fen": self.fee_fen, "ours_paid_fen": self.ours_paid_fen,
+                "ours_refunded_fen": self.ours_refunded_fen, "applied": self.applied,
+                "discrepancy_count": self.discrepancy_count, "error": self.error}
+        if with_discrepancies:
+            data["discrepancies"] = [d.to_dict() for d in self.discrepancies]
+        return data
+
+
+class BillDiscrepancy(db.Model):
+    """One way the bill and our ledger disagree (docs/bills.md says what each kind means and what to do)."""
+
+    __tablename__ = "bill_discrepancies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    check_id: Mapped[int] = mapped_column(ForeignKey("bill_checks.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    out_trade_no: Mapped[str | None] = mapped_column(String(64), index=True)
+    transaction_id: Mapped[str | None] = mapped_column(String(32))
+    out_refund_no: Mapped[str | None] = mapped_column(String(64))
+    bill_fen: Mapped[int | None] = mapped_column(Integer)  # what WeChat's bill says
+    ours_fen: Mapped[int | None] = mapped_column(Integer)  # what our ledger says
+    detail: Mapped[str | None] = mapped_column(String(255))
+
+    check: Mapped[BillCheck] = relationship(back_populates="discrepancies")
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "out_trade_no": self.out_trade_no, "transaction_id": self.transaction_id,
+                "out_refund_no": self.out_refund_no, "bill_fen": self.bill_fen, "ours_fen": self.ours_fen,
+                "detail": self.detail}

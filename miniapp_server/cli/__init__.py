@@ -4,7 +4,7 @@ from flask import Flask
 
 
 def register(app: Flask) -> None:
-    from . import refunds  # noqa: F401  (adds `refund` and `reconcile` to `flask orders`)
+    from . import bills, refunds  # noqa: F401  (add `refund`, `reconcile` and `bills` to `flask orders`)
     from .orders import orders
     from .products import products
     from .sandbox import sandbox

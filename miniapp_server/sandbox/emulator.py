@@ -119,6 +119,13 @@ class Emulator:
     def meet(self, openid: str) -> None:
         self.store.set(self._user_key(openid), "1", ttl=ORDER_TTL)
 
+    @property
+    def bills(self):
+        """The daily bills of this merchant's trades (sandbox/bills.py)."""
+        from .bills import BillDesk
+
+        return BillDesk(self)
+
     # Access tokens and the calls that need one live in tokens.py.
     @property
     def tokens(self) -> TokenAuthority:
@@ -391,6 +398,7 @@ class Emulator:
                 order["payer_openid"] = self.openid_for(payer or "sandbox-scanner")
             self.save_order(order)
             self.store.set("sandbox:txn:" + order["transaction_id"], out_trade_no, ttl=ORDER_TTL)
+        self.bills.index(out_trade_no)  # the day's bill has it
         first = self.deliver(order)
         return {"out_trade_no": out_trade_no, "transaction_id": order["transaction_id"],
                 "notification": first}

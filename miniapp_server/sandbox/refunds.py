@@ -130,6 +130,7 @@ class RefundDesk:
             order["state"] = "REFUND"
             emu.save_order(order)
             emu.store.set(self._refund_key(refund["out_refund_no"]), no, ttl=ORDER_TTL)
+        emu.bills.index(no)
         answer = emu._answer(self._accepted_fields(order, refund), sign_type)
         if not self.behaviour().get("hold_notifications"):
             if self.deliver_in_background:

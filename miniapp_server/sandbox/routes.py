@@ -293,3 +293,26 @@ def control_messages_behaviour():
     body = request.get_json(silent=True, force=True)
     body = body if isinstance(body, dict) else {}
     return message_desk().fail_next(body.get("fail_next"), body.get("count", 1))
+
+
+# -- daily bills (sandbox/bills.py) -----------------------------------------------------------------
+
+@bp.post("/pay/downloadbill")
+def downloadbill():
+    body, mimetype = emulator().bills.downloadbill(request.get_data())
+    return Response(body, mimetype=mimetype)
+
+
+@bp.post("/pay/downloadfundflow")
+def downloadfundflow():
+    body, mimetype = emulator().bills.downloadfundflow(request.get_data())
+    return Response(body, mimetype=mimetype)
+
+
+@bp.route("/control/bills", methods=["GET", "POST"])
+def control_bills():
+    """Make the bills disagree with the app: `{"extra_payment": {"out_trade_no", "total_fee"}}`,
+    `{"amount_off_by": 1}`, `{"reset": true}`; GET shows what is set."""
+    if request.method == "GET":
+        return emulator().bills.knob()
+    return emulator().bills.set_knob(request.get_json(silent=True, force=True))

@@ -329,6 +329,7 @@ class V3Desk:
             order["state"] = "REFUND"
             emu.save_order(order)
             emu.store.set(self.refunds._refund_key(out_refund_no), no, ttl=ORDER_TTL)
+        emu.bills.index(no)
         answer = self.refund_view(order, refund)
         if not self.refunds.behaviour().get("hold_notifications"):
             if self.deliver_in_background:

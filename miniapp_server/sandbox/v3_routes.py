@@ -10,7 +10,7 @@ from flask import Flask, Response, request
 
 from ..wechat.pay.v3.keys import load_private_key
 from . import bp
-from .v3 import SANDBOX_V3_KEY, SandboxEmulator, SandboxRefundDesk, V3Answer, V3Desk
+from .v3 import SANDBOX_V3_KEY, SandboxEmulator, SandboxRefundDesk, V3Answer, V3Desk, V3Error
 from .v3_keys import ensure_keys
 
 _build_lock = threading.Lock()
@@ -111,6 +111,30 @@ def v3_refund_query(out_refund_no: str):
 def v3_certificates():
     # Signed by the platform certificate itself, whatever the signer: that is how a merchant bootstraps.
     return _call(lambda data: desk().certificates(), signer="platform_certificate")
+
+
+@bp.get("/v3/bill/tradebill")
+def v3_tradebill():
+    return _call(lambda data: desk().emu.bills.v3_bill("trade", request.args.to_dict()))
+
+
+@bp.get("/v3/bill/fundflowbill")
+def v3_fundflowbill():
+    return _call(lambda data: desk().emu.bills.v3_bill("fundflow", request.args.to_dict()))
+
+
+@bp.get("/v3/billdownload/file")
+def v3_billdownload():
+    """The file a bill answer's download_url names: the request signed like any other, the answer not."""
+    d = desk()
+    try:
+        d._check_request("GET", _wechat_url(), request.headers, b"")
+    except V3Error as err:
+        return _respond(d._signed(err.status, {"code": err.code, "message": err.message}))
+    raw = d.emu.bills.v3_file(request.args.get("token", ""))
+    if raw is None:
+        return _respond(d._signed(400, {"code": "INVALID_REQUEST", "message": "下载链接已过期或无效"}))
+    return Response(raw, mimetype="application/octet-stream")
 
 
 @bp.route("/control/v3-signer", methods=["GET", "POST"])

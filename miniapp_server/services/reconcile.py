@@ -11,7 +11,9 @@ One pass:
    `settle_refund`, the refund notification's own path;
 4. subscribe messages left `pending` (WeChat unreachable or busy, or the sender
    died) whose next attempt is due: sent again (services/messages.py claims each
-   first, so no message goes twice from two passes or a pass and a request).
+   first, so no message goes twice from two passes or a pass and a request);
+5. yesterday's bills (China time), once WeChat has made them (after 10:00 China time), and again
+   after a failed check (`services/bills.py`; the outcome of each check is a `bill_checks` row).
 
 Every step is idempotent, so two passes at once (two machines, cron overlapping
 `--watch`) cannot do harm; a lock (in the store, and a PostgreSQL advisory lock
@@ -28,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Iterator
 
+from flask import current_app
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -36,7 +39,7 @@ from ..extensions import db, store
 from ..models import MessageState, Order, OrderStatus, Refund, RefundStatus, SubscribeMessage, utcnow
 from ..store import LockTimeout
 from ..wechat.errors import WeChatError
-from . import closing, messages, payments, refunds
+from . import bills, closing, messages, payments, refunds
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,7 @@ class Summary:
     messages_refused: int = 0  # WeChat refused them for good (43101 no credit, 47003, ...)
     errors: int = 0
     failures: list[str] = field(default_factory=list)  # "out_trade_no: what went wrong"
+    bills: list[dict] = field(default_factory=list)  # the bill checks this pass ran (services/bills.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,7 +75,11 @@ class Summary:
                     "refused; ") if self.messages_checked else ""
         return (f"reconcile: {self.checked} orders checked: {self.paid} paid, {self.closed} closed, "
                 f"{self.anomalies} anomalies, {self.unchanged} unchanged; {self.refunds_checked} refunds checked, "
-                f"{self.refunds_settled} settled; {messages}{self.errors} errors")
+                f"{self.refunds_settled} settled; {messages}{self.errors} errors"
+                # Bills that need an operator (all of them are in the JSON): `flask orders bills check` tells more.
+                + "".join(f"; bill {b['bill_type']} {b['bill_date']}: {b['status']}"
+                          f" ({b['discrepancy_count']} discrepancies)" for b in self.bills
+                          if b["status"] in ("discrepancies", "failed")))
 
 
 @contextlib.contextmanager
@@ -107,8 +115,25 @@ def reconcile(older_than: int = 300, limit: int = 500, now: datetime | None = No
         _query_stale(summary, now - timedelta(seconds=older_than), now, limit)
         _refunds(summary, now - timedelta(seconds=older_than), limit)
         _messages(summary, now, limit)
+        _bills(summary, now)
     log.info(summary.line())
     return summary
+
+
+def _bills(summary: Summary, now: datetime) -> None:
+    """Yesterday's bills (China time), once WeChat has made them, and again after a failure. Under the
+    pass's lock, so two instances do not both download them; the checks are safe to overlap anyway."""
+    cfg = current_app.config
+    if not cfg.get("BILLS_RECONCILE", True):
+        return
+    try:
+        due = bills.due_checks(now, bills.bill_kinds(cfg), timedelta(minutes=cfg.get("BILLS_RETRY_MINUTES", 30)))
+        for day, kind in due:
+            check = bills.check_bill(day, kind, trigger="reconcile")
+            summary.bills.append(check.to_dict(with_discrepancies=False))
+    except SQLAlchemyError as err:  # the next pass tries again; the orders and refunds above are done
+        db.session.rollback()
+        log.warning("reconcile bills: %s", type(err).__name__)
 
 
 def _ids(query) -> list[int]:

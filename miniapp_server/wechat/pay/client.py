@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import requests
 
 from ..errors import NotificationRejected, PayError, SignatureError, WeChatUnavailable
-from . import crypto, signing, xmlcodec
+from . import bills, crypto, signing, xmlcodec
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +49,17 @@ class PayClient:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def signed(self, params: Mapping[str, Any]) -> dict[str, str]:
-        """`params` with appid, mch_id, nonce_str, sign_type and sign added."""
+    def signed(self, params: Mapping[str, Any], sign_type: str | None = None) -> dict[str, str]:
+        """`params` with appid, mch_id, nonce_str, sign_type and sign added (`sign_type` overrides the
+        configured one for the calls that demand one, such as the fund-flow bill's HMAC-SHA256)."""
+        sign_type = sign_type or self.creds.sign_type
         data = {k: str(v) for k, v in params.items() if v is not None and str(v) != ""}
         data.setdefault("appid", self.creds.appid)
         data.setdefault("mch_id", self.creds.mch_id)
         data.setdefault("nonce_str", signing.nonce())
-        if self.creds.sign_type != signing.MD5:
-            data["sign_type"] = self.creds.sign_type
-        data["sign"] = signing.sign(data, self.creds.api_key, self.creds.sign_type)
+        if sign_type != signing.MD5:
+            data["sign_type"] = sign_type
+        data["sign"] = signing.sign(data, self.creds.api_key, sign_type)
         return data
 
     def _request(self, path: str, params: Mapping[str, Any], use_cert: bool = False) -> dict[str, str]:
@@ -143,6 +145,80 @@ class PayClient:
         """One refund's state: the answer's `refund_status_0` is SUCCESS, PROCESSING, REFUNDCLOSE or CHANGE."""
         return self._request("/pay/refundquery", {"out_refund_no": out_refund_no})
 
+    # -- daily bills (the answer is the file itself, or an unsigned XML error) ---------------------------
+
+    def download_bill(self, bill_date: str, bill_type: str = "ALL", tar_type: str | None = "GZIP"
+                      ) -> bills.BillFile | None:
+        """`/pay/downloadbill` for `bill_date` (yyyyMMdd, China time); None when WeChat has no bill that
+        day (`No Bill Exist`, 20002), which is not an error. bill_type ALL, SUCCESS or REFUND."""
+        if bill_type not in ("ALL", "SUCCESS", "REFUND", "RECHARGE_REFUND"):
+            raise ValueError("bill_type must be ALL, SUCCESS, REFUND or RECHARGE_REFUND")
+        return self._download("/pay/downloadbill", {"bill_date": bill_date, "bill_type": bill_type,
+                                                    "tar_type": tar_type})
+
+    def download_fund_flow(self, bill_date: str, account_type: str = "Basic", tar_type: str | None = "GZIP"
+                           ) -> bills.BillFile | None:
+        """`/pay/downloadfundflow`: signed HMAC-SHA256 whatever the configured sign type (WeChat accepts
+        nothing else here) and sent with the merchant's client certificate."""
+        if account_type not in ("Basic", "Operation", "Fees"):
+            raise ValueError("account_type must be Basic, Operation or Fees")
+        return self._download("/pay/downloadfundflow", {"bill_date": bill_date, "account_type": account_type,
+                                                        "tar_type": tar_type},
+                              sign_type=signing.HMAC_SHA256, use_cert=True)
+
+    def _download(self, path: str, params: Mapping[str, Any], sign_type: str | None = None,
+                  use_cert: bool = False) -> bills.BillFile | None:
+        data = self.signed(params, sign_type)
+        started = time.perf_counter()
+        outcome, answer = "ok", None
+        try:
+            try:
+                resp = self.http.post(self.base + path, data=xmlcodec.dumps(data), stream=True,
+                                      headers={"Content-Type": "text/xml; charset=utf-8"},
+                                      cert=self.cert if use_cert else None)
+            except requests.RequestException as exc:
+                raise WeChatUnavailable(f"no answer from WeChat Pay ({type(exc).__name__})") from None
+            with resp:
+                if resp.status_code >= 500:
+                    raise WeChatUnavailable(f"WeChat Pay answered HTTP {resp.status_code}")
+                chunks = resp.iter_content(bills.CHUNK)  # streamed: a large bill never sits in memory whole
+                first = next(chunks, b"")
+                if first.lstrip()[:4] == b"<xml":
+                    answer = self._bill_error(first + b"".join(chunks))
+                    outcome = "no_bill"
+                    return None
+                try:
+                    file = bills.BillFile.receive(_chain(first, chunks))
+                except Exception as exc:
+                    raise WeChatUnavailable(f"the bill download broke off ({type(exc).__name__})") from None
+                answer = {"bill_bytes": str(file.size)}
+                return file
+        except (WeChatUnavailable, PayError, SignatureError) as exc:
+            outcome = f"{type(exc).__name__}:{exc.code or ''}"
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            log.info("wechat pay %s outcome=%s %.1fms", path, outcome, elapsed * 1000)
+            if self.on_exchange:
+                self.on_exchange(path, data, answer, outcome, elapsed)
+
+    @staticmethod
+    def _bill_error(body: bytes) -> dict[str, str]:
+        """An XML answer instead of a bill: "no bill that day" returns; anything else raises."""
+        try:
+            answer = xmlcodec.loads(body[:65536])
+        except xmlcodec.XMLError as exc:
+            raise WeChatUnavailable(f"WeChat Pay answered something unreadable: {exc}") from None
+        message, code = answer.get("return_msg") or "", answer.get("error_code") or answer.get("err_code") or ""
+        if code == "20002" or message.lower() == "no bill exist":
+            return answer
+        if code == "20003" or message.lower() == "bill creating":
+            raise bills.BillNotReady("WeChat is still making that day's bill (Bill Creating)", code or "20003",
+                                     answer)
+        if "签名" in message or "sign" in message.lower():
+            raise PayError(message or "signature error", "SIGNERROR", answer)
+        raise PayError(message or "the bill download failed", code or answer.get("return_code") or "FAIL", answer)
+
     # -- what the client and WeChat's callbacks need --------------------------------------------
 
     def jsapi_params(self, prepay_id: str, timestamp: int | None = None, nonce_str: str | None = None) -> dict[str, str]:
@@ -204,6 +280,11 @@ class PayClient:
     def _check_merchant(self, data: dict[str, str]) -> None:
         if data.get("appid") != self.creds.appid or data.get("mch_id") != self.creds.mch_id:
             raise NotificationRejected("appid or mch_id is not ours", "wrong_merchant", data)
+
+
+def _chain(first: bytes, rest) -> "Iterator[bytes]":
+    yield first
+    yield from rest
 
 
 ACK_SUCCESS = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>"

@@ -22,16 +22,18 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Mapping, Protocol
 
 from ..errors import PayError
 from ..times import CHINA, wechat_time
+from .bills import BillFile
 from .client import PayClient, ack
 from .v3.client import PayClientV3, failure_body
 
 V2, V3 = "v2", "v3"
 APIS = (V2, V3)
+TRADE_BILL, FUND_FLOW_BILL = "trade", "fundflow"  # `download_bill`'s kinds: the trade bill (ALL), the fund flow
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class PayGateway(Protocol):
     def notification_answer(self, ok: bool, message: str) -> NotificationAnswer: ...
     def jsapi_params(self, prepay_id: str) -> dict[str, str]: ...
     def app_params(self, prepay_id: str) -> dict[str, str]: ...
+    def download_bill(self, kind: str, day: date) -> BillFile | None: ...
 
 
 def _fee(value: Any) -> int | None:
@@ -163,6 +166,12 @@ class V2Gateway:
 
     def notification_answer(self, ok: bool, message: str) -> NotificationAnswer:
         return notification_answer(V2, ok, message)
+
+    def download_bill(self, kind: str, day: date) -> BillFile | None:
+        """The day's (China time) trade bill (ALL) or Basic account fund flow, gzip; None: no bill that day."""
+        if kind == FUND_FLOW_BILL:
+            return self.client.download_fund_flow(day.strftime("%Y%m%d"))
+        return self.client.download_bill(day.strftime("%Y%m%d"), "ALL")
 
     def jsapi_params(self, prepay_id: str) -> dict[str, str]:
         return self.client.jsapi_params(prepay_id)
@@ -299,6 +308,11 @@ class V3Gateway:
 
     def notification_answer(self, ok: bool, message: str) -> NotificationAnswer:
         return notification_answer(V3, ok, message)
+
+    def download_bill(self, kind: str, day: date) -> BillFile | None:
+        if kind == FUND_FLOW_BILL:
+            return self.client.fund_flow_bill(day.isoformat())
+        return self.client.trade_bill(day.isoformat(), "ALL")
 
     def jsapi_params(self, prepay_id: str) -> dict[str, str]:
         return self.client.jsapi_params(prepay_id)

@@ -21,6 +21,7 @@ import requests
 from Crypto.PublicKey.RSA import RsaKey
 
 from ...errors import NotificationRejected, PayError, SignatureError, WeChatError, WeChatUnavailable
+from .. import bills
 from . import crypto, signing
 from .keys import WeChatPayKeys
 
@@ -33,6 +34,7 @@ RETRYABLE = {"SYSTEM_ERROR", "SYSTEMERROR", "FREQUENCY_LIMITED", "BANK_ERROR", "
 ExchangeHook = Callable[[str, Mapping[str, Any], Mapping[str, Any] | None, str, float], None]
 
 JSON = "application/json"
+OFFICIAL_ORIGIN = "https://api.mch.weixin.qq.com"
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class PayClientV3:
                                                    private_key=self.creds.private_key, method=method,
                                                    url=url, body=raw),
             "Accept": JSON,
+            **self._serial_header(),
         }
         if body is not None:
             headers["Content-Type"] = JSON
@@ -101,6 +104,13 @@ class PayClientV3:
         except requests.RequestException as exc:
             raise WeChatUnavailable(f"no answer from WeChat Pay ({type(exc).__name__})") from None
         return resp, resp.content
+
+    def _serial_header(self) -> dict[str, str]:
+        """`Wechatpay-Serial` on every request: which of WeChat's keys we would encrypt sensitive fields
+        with (and verify with). WeChat demands it in public-key mode; a platform certificate's serial
+        otherwise, once one is known (the very first /v3/certificates call goes without)."""
+        serial = self.keys.request_serial()
+        return {"Wechatpay-Serial": serial} if serial else {}
 
     def _request(self, method: str, path: str, *, query: Mapping[str, str] | None = None,
                  body: Mapping[str, Any] | None = None, audit: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -213,6 +223,81 @@ class PayClientV3:
         """One refund: `status` is SUCCESS, CLOSED, PROCESSING or ABNORMAL."""
         return self._request("GET", f"/v3/refund/domestic/refunds/{quote(out_refund_no, safe='')}",
                              audit={"out_refund_no": out_refund_no})
+
+    # -- daily bills: a signed answer names the file and its SHA-1, then the file itself --------------------
+
+    def trade_bill(self, bill_date: str, bill_type: str = "ALL", tar_type: str | None = "GZIP"
+                   ) -> bills.BillFile | None:
+        """`GET /v3/bill/tradebill` for `bill_date` (yyyy-MM-dd), then the file; None: no bill that day."""
+        if bill_type not in ("ALL", "SUCCESS", "REFUND"):
+            raise ValueError("bill_type must be ALL, SUCCESS or REFUND")
+        query = {"bill_date": bill_date, "bill_type": bill_type, **({"tar_type": tar_type} if tar_type else {})}
+        return self._bill("/v3/bill/tradebill", query)
+
+    def fund_flow_bill(self, bill_date: str, account_type: str = "BASIC", tar_type: str | None = "GZIP"
+                       ) -> bills.BillFile | None:
+        """`GET /v3/bill/fundflowbill` (account_type BASIC, OPERATION or FEES), then the file."""
+        if account_type not in ("BASIC", "OPERATION", "FEES"):
+            raise ValueError("account_type must be BASIC, OPERATION or FEES")
+        query = {"bill_date": bill_date, "account_type": account_type,
+                 **({"tar_type": tar_type} if tar_type else {})}
+        return self._bill("/v3/bill/fundflowbill", query)
+
+    def _bill(self, path: str, query: Mapping[str, str]) -> bills.BillFile | None:
+        try:
+            answer = self._request("GET", path, query=query)
+        except PayError as err:
+            if err.code == "NO_STATEMENT_EXIST":
+                return None  # no trade, no refund, no money moved that day: not an error
+            if err.code == "STATEMENT_CREATING":
+                raise bills.BillNotReady("WeChat is still making that day's bill", err.code, err.raw) from None
+            raise
+        if str(answer.get("hash_type") or "").upper() != "SHA1" or not answer.get("hash_value"):
+            raise WeChatUnavailable("WeChat Pay's bill answer has no SHA1 hash_value")
+        return self.download(str(answer.get("download_url") or ""), str(answer["hash_value"]))
+
+    def _download_target(self, download_url: str) -> str:
+        """The path and query to GET (and sign) for a download_url, refused unless it is WeChat Pay's own.
+
+        WeChat names its own host; a base that stands in for it (a proxy, the sandbox) takes its place,
+        exactly as for every other call. A URL anywhere else never gets our Authorization header.
+        """
+        for origin in (OFFICIAL_ORIGIN, self.base):
+            if download_url.startswith(origin + "/v3/billdownload/"):
+                return download_url[len(origin):]
+        raise SignatureError("the bill's download_url is not on WeChat Pay's host", "bad_download_url")
+
+    def download(self, download_url: str, sha1: str) -> bills.BillFile:
+        """GET a bill file, signed like any v3 call; its SHA-1 is checked on the bytes as they stream in
+        (the answer itself is not signed: the hash, from a signed answer, is what vouches for it)."""
+        url = self._download_target(download_url)
+        started = time.perf_counter()
+        outcome = "ok"
+        headers = {"Authorization": signing.authorization(mchid=self.creds.mchid, serial_no=self.creds.serial_no,
+                                                          private_key=self.creds.private_key, method="GET",
+                                                          url=url, body=b""),
+                   **self._serial_header()}
+        try:
+            try:
+                resp = self.http.get(self.base + url, headers=headers, stream=True)
+            except requests.RequestException as exc:
+                raise WeChatUnavailable(f"no answer from WeChat Pay ({type(exc).__name__})") from None
+            with resp:
+                if resp.status_code != 200:
+                    raise WeChatUnavailable(f"WeChat Pay answered HTTP {resp.status_code} to the bill download",
+                                            resp.status_code)
+                try:
+                    return bills.BillFile.receive(resp.iter_content(bills.CHUNK), expected_sha1=sha1)
+                except requests.RequestException as exc:
+                    raise WeChatUnavailable(f"the bill download broke off ({type(exc).__name__})") from None
+        except WeChatError as exc:
+            outcome = f"{type(exc).__name__}:{exc.code or ''}"
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            log.info("wechat pay v3 GET /v3/billdownload/file outcome=%s %.1fms", outcome, elapsed * 1000)
+            if self.on_exchange:
+                self.on_exchange("/v3/billdownload/file", {}, None, outcome, elapsed)
 
     # -- what the client and WeChat's callbacks need --------------------------------------------------
 

@@ -167,6 +167,18 @@ class WeChatPayKeys:
                 return key
         return None
 
+    def request_serial(self) -> str:
+        """The serial a request's `Wechatpay-Serial` names: the public key's id, else the usable platform
+        certificate that lives longest (from the cache: never a download for a header)."""
+        if self.public_key is not None:
+            return self.public_key_id
+        if not self.uses_certificates:
+            return ""
+        self._load_cached()
+        now = time.time()
+        usable = [cert for cert, _ in self._certs.values() if cert.usable(now)]
+        return max(usable, key=lambda c: float("inf") if c.expires is None else c.expires).serial_no if usable else ""
+
     def certificates(self) -> list[PlatformCertificate]:
         self._load_cached()
         return [cert for cert, _ in self._certs.values()]
