@@ -322,7 +322,10 @@ class BillFile:
         except (OSError, EOFError, UnicodeDecodeError) as exc:
             raise BillFormatError(f"the bill file is unreadable ({type(exc).__name__})") from None
         finally:
-            text.detach()
+            try:
+                text.detach()  # leave the spool open: the bill is read twice
+            except ValueError:
+                pass  # the file was closed before the reading was finished
 
     def close(self) -> None:
         self._spool.close()
