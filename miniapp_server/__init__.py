@@ -41,6 +41,9 @@ def create_app(config: Mapping[str, Any] | None = None, env: Mapping[str, str] |
                                 x_host=cfg.PROXY_FIX_HOPS)
     if cfg.WECHAT_SANDBOX:
         app.logger.warning("WECHAT SANDBOX MODE: WeChat is emulated at /sandbox; no real money moves")
+    from .services.doctor import log_expiry_warnings_at_start
+
+    log_expiry_warnings_at_start(app)  # certificates expiring within 30 days, in the log (never blocks start-up)
     return app
 
 

@@ -1,4 +1,4 @@
-"""Click commands for operators: `flask products`, `flask orders`, `flask sandbox`."""
+"""Click commands for operators: `flask products`, `flask orders`, `flask sandbox`, `flask wechat`."""
 
 from flask import Flask
 
@@ -8,7 +8,9 @@ def register(app: Flask) -> None:
     from .orders import orders
     from .products import products
     from .sandbox import sandbox
+    from .wechat import wechat_cli
 
     app.cli.add_command(products)
     app.cli.add_command(orders)
     app.cli.add_command(sandbox)
+    app.cli.add_command(wechat_cli)

@@ -119,6 +119,19 @@ def getuserphonenumber():
                                          request.get_json(silent=True, force=True))
 
 
+@bp.post("/wxa/sec/order/is_trade_managed")
+def is_trade_managed():
+    """Trade management (发货信息管理): the sandbox's mini-program is managed, as shops taking WeChat Pay are."""
+    emu = emulator()
+    refused = emu.tokens.refusal(request.args.get("access_token", ""))
+    if refused:
+        return refused
+    body = request.get_json(silent=True, force=True)
+    if not isinstance(body, dict) or body.get("appid") != emu.merchant.appid:
+        return {"errcode": 40013, "errmsg": "invalid appid"}
+    return {"errcode": 0, "errmsg": "ok", "is_trade_managed": True}
+
+
 @bp.post("/pay/unifiedorder")
 def unifiedorder():
     return _xml(emulator().unifiedorder(request.get_data()))

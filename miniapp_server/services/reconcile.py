@@ -13,7 +13,8 @@ One pass:
    died) whose next attempt is due: sent again (services/messages.py claims each
    first, so no message goes twice from two passes or a pass and a request);
 5. yesterday's bills (China time), once WeChat has made them (after 10:00 China time), and again
-   after a failed check (`services/bills.py`; the outcome of each check is a `bill_checks` row).
+   after a failed check (`services/bills.py`; the outcome of each check is a `bill_checks` row);
+6. once a day, certificates expiring within 30 days logged (`services/doctor.py`).
 
 Every step is idempotent, so two passes at once (two machines, cron overlapping
 `--watch`) cannot do harm; a lock (in the store, and a PostgreSQL advisory lock
@@ -39,7 +40,7 @@ from ..extensions import db, store
 from ..models import MessageState, Order, OrderStatus, Refund, RefundStatus, SubscribeMessage, utcnow
 from ..store import LockTimeout
 from ..wechat.errors import WeChatError
-from . import bills, closing, messages, payments, refunds
+from . import bills, closing, doctor, messages, payments, refunds
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ def reconcile(older_than: int = 300, limit: int = 500, now: datetime | None = No
         _refunds(summary, now - timedelta(seconds=older_than), limit)
         _messages(summary, now, limit)
         _bills(summary, now)
+        _expiry_warnings(now)
     log.info(summary.line())
     return summary
 
@@ -134,6 +136,14 @@ def _bills(summary: Summary, now: datetime) -> None:
     except SQLAlchemyError as err:  # the next pass tries again; the orders and refunds above are done
         db.session.rollback()
         log.warning("reconcile bills: %s", type(err).__name__)
+
+
+def _expiry_warnings(now: datetime) -> None:
+    """Certificates expiring within 30 days, in the log once a day (across instances: a key in the store)."""
+    try:
+        doctor.daily_expiry_warnings(now)
+    except Exception as exc:  # noqa: BLE001 - a warning must never break the pass
+        log.warning("certificate expiry not checked (%s)", type(exc).__name__)
 
 
 def _ids(query) -> list[int]:

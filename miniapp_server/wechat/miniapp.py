@@ -106,14 +106,15 @@ class MiniAppClient:
         unionid = data.get("unionid")
         return Session(openid=openid, session_key=session_key, unionid=unionid if isinstance(unionid, str) else None)
 
-    def fetch_access_token(self, force_refresh: bool = False) -> AccessToken:
+    def fetch_access_token(self, force_refresh: bool = False, endpoint: str | None = None) -> AccessToken:
         """A token straight from WeChat (no cache: use `wechat.token.AccessTokenManager`).
 
         `force_refresh` only means something to `stable_token`, where it makes WeChat drop the
         current token and issue a new one (WeChat allows that a few times a day); the classic
-        `token` call issues a new token every time anyway.
+        `token` call issues a new token every time anyway. `endpoint` overrides the configured one
+        (the doctor tries the credentials with `stable_token`, which leaves the current token alone).
         """
-        if self.token_endpoint == "stable_token":
+        if (endpoint or self.token_endpoint) == "stable_token":
             data = self._post_json("/cgi-bin/stable_token", {
                 "grant_type": "client_credential", "appid": self.appid, "secret": self._secret,
                 "force_refresh": bool(force_refresh),
@@ -125,6 +126,16 @@ class MiniAppClient:
         if not isinstance(token, str) or not token or not isinstance(expires_in, int) or expires_in <= 0:
             raise WeChatUnavailable(f"{self.token_endpoint} answered without access_token or expires_in")
         return AccessToken(token, expires_in)
+
+    def is_trade_managed(self, access_token: str) -> bool:
+        """`/wxa/sec/order/is_trade_managed`: does WeChat manage this mini-program's trades (so that every
+        paid order needs its shipping information uploaded before the money is settled)?"""
+        data = self._post_json("/wxa/sec/order/is_trade_managed", {"appid": self.appid},
+                               params={"access_token": access_token})
+        managed = data.get("is_trade_managed")
+        if not isinstance(managed, bool):
+            raise WeChatUnavailable("is_trade_managed answered without is_trade_managed")
+        return managed
 
     def get_phone_number(self, access_token: str, code: str) -> dict[str, Any]:
         """`phone_info` for the code of a getPhoneNumber button: phoneNumber, purePhoneNumber, countryCode, watermark."""
