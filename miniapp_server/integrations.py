@@ -17,7 +17,8 @@ from .wechat.errors import NotificationRejected
 from .wechat.http import make_session
 from .wechat.miniapp import MiniAppClient
 from .wechat.pay.client import PayClient, PayCredentials
-from .wechat.pay.gateway import V2, V3, PayGateway, V2Gateway, V3Gateway, is_v3_notification
+from .wechat.pay.gateway import (V2, V3, PayGateway, V2Gateway, V3Gateway, is_signature_probe,
+                                  is_v3_notification)
 from .wechat.pay.v3.client import PayClientV3
 from .wechat.token import AccessTokenManager
 
@@ -124,6 +125,9 @@ class WeChatExtension:
 
         Raises NotificationRejected when it is not WeChat's, not ours, or of an API not configured here.
         """
+        if is_signature_probe(headers):  # whatever API this shop runs: WeChat's probe, refused as it expects
+            raise NotificationRejected("a signature probe from WeChat (WECHATPAY/SIGNTEST_): refused, as expected",
+                                       "signature_probe")
         gateway = self.notification_gateway(headers)
         if gateway is None:
             raise NotificationRejected("notifications of this WeChat Pay API are not configured here", "wrong_api")

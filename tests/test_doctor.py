@@ -77,6 +77,14 @@ def test_a_wrong_v2_key(shop):
 
 
 @pytest.mark.pay_api("v3")
+def test_a_v3_shop_without_its_v2_key_is_warned(shop):
+    code, findings, _ = run(shop(WECHAT_PAY_KEY=""))
+    assert code == 0
+    f = findings["pay_v2_key"]
+    assert f["level"] == "warning" and "merchant platform" in f["message"] and "WECHAT_PAY_KEY" in f["advice"]
+
+
+@pytest.mark.pay_api("v3")
 def test_a_wrong_merchant_serial(shop):
     code, findings, _ = run(shop(WECHAT_MCH_CERT_SERIAL="1DDE55AD98ED71D6EDD4A4A16996DE7B47773A8C"))
     assert code == 1
@@ -130,7 +138,8 @@ def _certificate(tmp_path, days: float, serial: int = 0x5A17) -> str:
 def test_a_merchant_certificate_that_is_not_the_serials(shop, tmp_path):
     code, findings, _ = run(shop(WECHAT_CERT_PATH=_certificate(tmp_path, 300)))
     assert code == 1
-    assert findings["merchant_cert_serial"]["level"] == "error" and "5A17" in findings["merchant_cert_serial"]["message"]
+    f = findings["merchant_cert_serial"]
+    assert f["level"] == "error" and "5A17" in f["message"]
 
 
 def test_an_expired_merchant_certificate(shop, tmp_path):

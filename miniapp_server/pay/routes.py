@@ -11,7 +11,7 @@ from flask import Response, request
 from .. import audit
 from ..services.notifications import handle_payment_notification
 from ..services.refund_notifications import handle_refund_notification
-from ..wechat.pay.gateway import V2, V3, is_v3_notification, notification_answer
+from ..wechat.pay.gateway import V2, V3, is_signature_probe, is_v3_notification, notification_answer
 from ..wechat.pay.xmlcodec import MAX_BODY
 from . import bp
 
@@ -23,7 +23,8 @@ def _body() -> bytes:
 
 
 def _answer(ok: bool, message: str) -> Response:
-    answer = notification_answer(V3 if is_v3_notification(request.headers) else V2, ok, message)
+    answer = notification_answer(V3 if is_v3_notification(request.headers) else V2, ok, message,
+                                 probe=is_signature_probe(request.headers))
     return Response(answer.body, status=answer.status, mimetype=answer.mimetype)
 
 

@@ -84,12 +84,18 @@ def check_appid_secret() -> Finding:
 
 def check_v2_key() -> Finding:
     if not current_app.config.get("WECHAT_PAY_KEY"):
+        if current_app.config.get("WECHAT_PAY_API") == "v3":
+            return Finding("pay_v2_key", WARNING, "no WECHAT_PAY_KEY: refunds made in the merchant platform cannot be "
+                           "settled here (WeChat notifies them as v2 XML, encrypted with the v2 key)",
+                           "Set WECHAT_PAY_KEY to the merchant's API v2 key (商户平台 > API安全 > API密钥) beside the "
+                           "APIv3 key.")
         return Finding("pay_v2_key", SKIPPED, "no WECHAT_PAY_KEY configured")
     try:
         wechat.pay.order_query(out_trade_no=_probe_no())
     except PayError as err:
         if err.code == "ORDERNOTEXIST":
-            return Finding("pay_v2_key", OK, "the v2 API key signs what WeChat Pay accepts (order query: ORDERNOTEXIST)")
+            return Finding("pay_v2_key", OK,
+                           "the v2 API key signs what WeChat Pay accepts (order query: ORDERNOTEXIST)")
         if "签名" in err.message or "sign" in err.message.lower() or err.code == "SIGNERROR":
             return Finding("pay_v2_key", ERROR, f"WeChat Pay refused our signature: {err.message}",
                            "WECHAT_PAY_KEY is not the merchant's API key (or WECHAT_SIGN_TYPE is not what it was made "
@@ -144,8 +150,8 @@ def check_v3() -> list[Finding]:
             advice = ("WECHAT_MCH_CERT_SERIAL is not the serial of the merchant API certificate: read it from 商户平台 > "
                       "API安全 > 管理证书, or `openssl x509 -in apiclient_cert.pem -noout -serial`.")
         else:
-            advice = ("WECHAT_MCH_PRIVATE_KEY_PATH is not the private key of the certificate WECHAT_MCH_CERT_SERIAL names "
-                      "(apiclient_key.pem of the same certificate), or the certificate was revoked.")
+            advice = ("WECHAT_MCH_PRIVATE_KEY_PATH is not the private key of the certificate WECHAT_MCH_CERT_SERIAL "
+                      "names (apiclient_key.pem of the same certificate), or the certificate was revoked.")
         findings.append(Finding("pay_v3_merchant_key", ERROR, f"WeChat Pay refused our signature: {message or code}",
                                 advice))
     else:
@@ -381,7 +387,7 @@ def check_trade_management() -> Finding:
 
 def run_doctor(now: datetime | None = None) -> list[Finding]:
     findings = [check_appid_secret()]
-    if V2 in wechat.state.gateways:
+    if V2 in wechat.state.gateways or current_app.config.get("WECHAT_PAY_API") == "v3":
         findings.append(check_v2_key())
     findings += check_v3()
     findings += check_platform_certificates()

@@ -41,7 +41,8 @@ def handle_payment_notification(body: bytes, remote_addr: str | None, headers: M
         data = wechat.parse_notification("payment", headers, body)
     except NotificationRejected as err:
         raw = err.raw if isinstance(err.raw, dict) else {}
-        log.warning("payment notification rejected: %s", err.code)
+        # WeChat's signature probes are expected, not forgeries: recorded as such, and no alarm.
+        (log.info if err.code == "signature_probe" else log.warning)("payment notification rejected: %s", err.code)
         _record_rejection(raw, str(err.code), err.message, remote_addr, len(body))
         # What it claimed, for the audit trail (which redacts secrets): forensics for forgeries.
         return False, err.message, raw or {"unreadable_body_bytes": len(body)}

@@ -48,7 +48,8 @@ def handle_refund_notification(body: bytes, remote_addr: str | None, headers: Ma
         fields = wechat.parse_notification("refund", headers, body)
     except NotificationRejected as err:
         raw = err.raw if isinstance(err.raw, dict) else {}
-        log.warning("refund notification rejected: %s", err.code)
+        # WeChat's signature probes are expected, not forgeries: recorded as such, and no alarm.
+        (log.info if err.code == "signature_probe" else log.warning)("refund notification rejected: %s", err.code)
         _reject({}, str(err.code), err.message, remote_addr, len(body))
         return False, str(err.code), {k: v for k, v in raw.items() if k in ("appid", "mch_id", "return_code")}
     out_refund_no, no = fields.get("out_refund_no", ""), fields.get("out_trade_no", "")

@@ -53,7 +53,8 @@ DUPLICATE = "duplicate"
 PROCESSING = "processing"
 UNKNOWN_REFUND = "unknown_refund"
 MISMATCH = "refund_mismatch"
-ACKNOWLEDGED = {REFUNDED, REFUND_FAILED, DUPLICATE}
+REFUNDED_ELSEWHERE = "refunded_elsewhere"  # a refund made in the merchant platform, recorded from WeChat's word
+ACKNOWLEDGED = {REFUNDED, REFUND_FAILED, DUPLICATE, REFUNDED_ELSEWHERE}
 
 
 @dataclass
@@ -267,6 +268,8 @@ def settle_refund(fields: dict[str, str], source: str, record: dict[str, Any] | 
                      source, verdict)
             messages.send_ready()  # the buyer's "refunded" message, now that the refund is settled
             return verdict
+        except IntegrityError:
+            db.session.rollback()  # a concurrent copy recorded a refund made elsewhere first: a duplicate now
         except OperationalError:
             db.session.rollback()  # deadlock or lock timeout: try again
             if attempt == 4:
@@ -279,7 +282,7 @@ def _settle_once(fields: dict[str, str], source: str) -> str:
     begin_write(db.session)
     refund = db.session.execute(db.select(Refund).filter_by(out_refund_no=out_refund_no)).scalar_one_or_none()
     if refund is None:
-        return UNKNOWN_REFUND
+        return _refund_made_elsewhere(fields)
     order = _locked_order(refund.order_id)
     db.session.refresh(refund)  # as it stands now that we hold the lock
     fee = fields.get("refund_fee", "")
@@ -315,6 +318,39 @@ def _settle_once(fields: dict[str, str], source: str) -> str:
         log.warning("refund %s for %s failed at WeChat: %s", out_refund_no, order.out_trade_no, state)
         return REFUND_FAILED
     return PROCESSING
+
+
+def _refund_made_elsewhere(fields: dict[str, str]) -> str:
+    """A successful refund this shop never asked for (made by hand in the merchant platform, whose notification
+    comes to our refund URL, as v2 XML even when the shop runs on v3): recorded once, as WeChat tells it, when it
+    is a refund of one of our orders' payments and fits in what is left of it; anything else stays unknown."""
+    no, txn, fee = fields.get("out_trade_no", ""), fields.get("transaction_id", ""), fields.get("refund_fee", "")
+    if fields.get("refund_status") != "SUCCESS" or not no or not txn or not fee.isdigit() or int(fee) <= 0:
+        return UNKNOWN_REFUND
+    order = db.session.execute(db.select(Order).filter_by(out_trade_no=no).with_for_update()
+                               .execution_options(populate_existing=True)).scalar_one_or_none()
+    payment = db.session.execute(db.select(Payment).filter_by(transaction_id=txn)).scalar_one_or_none()
+    if order is None or payment is None or payment.order_id != order.id:
+        return UNKNOWN_REFUND
+    out_refund_no = fields.get("out_refund_no", "")
+    if db.session.execute(db.select(Refund.id).filter_by(out_refund_no=out_refund_no)).first() is not None:
+        return DUPLICATE  # a concurrent copy, under the lock we now hold, got here first
+    taken = db.session.execute(db.select(func.coalesce(func.sum(Refund.refund_fee), 0)).where(
+        Refund.transaction_id == txn, Refund.status != RefundStatus.FAILED.value)).scalar_one()
+    if int(fee) > payment.total_fee - taken:
+        return UNKNOWN_REFUND
+    refund_id = (fields.get("refund_id") or "")[:32] or None
+    db.session.add(Refund(order_id=order.id, out_refund_no=out_refund_no, refund_id=refund_id,
+                          transaction_id=txn, refund_fee=int(fee), status=RefundStatus.SUCCESS.value,
+                          reason="made in the merchant platform", succeeded_at=_success_time(fields.get("success_time"))
+                          or utcnow()))
+    if txn == order.transaction_id:
+        order.refunded_fee = order.refunded_fee + int(fee)
+    db.session.flush()
+    _recompute_status(order)
+    log.warning("refund %s of %s fen for %s was made outside this shop (merchant platform): recorded",
+                out_refund_no, fee, no)
+    return REFUNDED_ELSEWHERE
 
 
 def _success_time(value: str | None) -> datetime | None:

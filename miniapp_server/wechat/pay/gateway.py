@@ -321,8 +321,11 @@ class V3Gateway:
         return self.client.app_params(prepay_id)
 
 
-def notification_answer(api: str, ok: bool, message: str) -> NotificationAnswer:
-    """What WeChat expects back from a notification in each API."""
+def notification_answer(api: str, ok: bool, message: str, probe: bool = False) -> NotificationAnswer:
+    """What WeChat expects back from a notification in each API (a v3 signature probe: a plain 401)."""
+    if api == V3 and probe:
+        return NotificationAnswer(401, json.dumps(failure_body("signature verification failed")).encode("utf-8"),
+                                  "application/json")
     if api == V3:
         # v3: 204 once recorded; otherwise a 4xx/5xx with {"code": "FAIL", "message"}, and WeChat tries again.
         if ok:
@@ -331,6 +334,12 @@ def notification_answer(api: str, ok: bool, message: str) -> NotificationAnswer:
                                   "application/json")
     # v2: always HTTP 200; the XML's return_code says whether WeChat should stop.
     return NotificationAnswer(200, ack(ok, message), "text/xml")
+
+
+def is_signature_probe(headers: Mapping[str, str]) -> bool:
+    from .v3.signing import is_probe
+
+    return is_probe(headers)
 
 
 def is_v3_notification(headers: Mapping[str, str]) -> bool:

@@ -322,6 +322,11 @@ class PayClientV3:
 
     def _open(self, headers: Mapping[str, str], body: bytes, event_prefix: str) -> dict[str, Any]:
         """A notification's decrypted resource: headers checked on the raw body first, then the envelope."""
+        if signing.is_probe(headers):
+            # WeChat's own test that we verify: refused at once, before any key lookup (an unknown serial
+            # would start a certificate download) and before reading the body.
+            raise NotificationRejected("a signature probe from WeChat (WECHATPAY/SIGNTEST_): refused, as expected",
+                                       "signature_probe")
         try:
             signing.verify_answer(headers, body, self.keys.key_for)
         except SignatureError as err:

@@ -157,6 +157,15 @@ def verify_answer(headers: Mapping[str, str], body: bytes, key_for: KeyLookup, n
     return serial
 
 
+PROBE_PREFIX = "WECHATPAY/SIGNTEST_"
+
+
+def is_probe(headers: Mapping[str, str]) -> bool:
+    """WeChat's signature probes: notifications whose `Wechatpay-Signature` begins `WECHATPAY/SIGNTEST_`,
+    sent to check that the merchant verifies signatures; WeChat expects them refused (4xx/5xx)."""
+    return _header(headers, "Wechatpay-Signature").startswith(PROBE_PREFIX)
+
+
 def answer_headers(body: bytes, private_key: RsaKey, serial: str, timestamp: int | None = None,
                    nonce_str: str | None = None) -> dict[str, str]:
     """The headers WeChat puts on a signed answer or notification (the sandbox uses this)."""
