@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Iterable, Iterator
 
-from sqlalchemy import func
-
 from ..extensions import db, wechat
 from ..sqlite_tuning import begin_write
 from ..models import BillCheck, BillCheckStatus, BillDiscrepancy, Order, Payment, Refund, RefundStatus, utcnow
@@ -375,10 +373,3 @@ def bill_kinds(config) -> list[str]:
             and not config.get("WECHAT_SANDBOX"):
         return [TRADE_BILL]
     return [TRADE_BILL, FUND_FLOW_BILL]
-
-
-def latest_checks(day: date) -> list[BillCheck]:
-    sub = db.select(BillCheck.bill_type, func.max(BillCheck.id).label("id")).where(BillCheck.bill_date == day) \
-        .group_by(BillCheck.bill_type).subquery()
-    return list(db.session.execute(db.select(BillCheck).join(sub, BillCheck.id == sub.c.id)).scalars())
-

@@ -339,15 +339,17 @@ def _refund_made_elsewhere(fields: dict[str, str]) -> str:
         Refund.transaction_id == txn, Refund.status != RefundStatus.FAILED.value)).scalar_one()
     if int(fee) > payment.total_fee - taken:
         return UNKNOWN_REFUND
-    refund_id = (fields.get("refund_id") or "")[:32] or None
-    db.session.add(Refund(order_id=order.id, out_refund_no=out_refund_no, refund_id=refund_id,
-                          transaction_id=txn, refund_fee=int(fee), status=RefundStatus.SUCCESS.value,
-                          reason="made in the merchant platform", succeeded_at=_success_time(fields.get("success_time"))
-                          or utcnow()))
+    refund = Refund(order_id=order.id, out_refund_no=out_refund_no, refund_id=(fields.get("refund_id") or "")[:32]
+                    or None, transaction_id=txn, refund_fee=int(fee), status=RefundStatus.SUCCESS.value,
+                    reason="made in the merchant platform",
+                    succeeded_at=_success_time(fields.get("success_time")) or utcnow())
+    db.session.add(refund)
     if txn == order.transaction_id:
         order.refunded_fee = order.refunded_fee + int(fee)
     db.session.flush()
     _recompute_status(order)
+    messages.queue(order, "refunded", ref=refund.out_refund_no,
+                   values={"refund_amount": Fen(refund.refund_fee), "refunded_at": refund.succeeded_at})
     log.warning("refund %s of %s fen for %s was made outside this shop (merchant platform): recorded",
                 out_refund_no, fee, no)
     return REFUNDED_ELSEWHERE
