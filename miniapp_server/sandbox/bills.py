@@ -121,15 +121,14 @@ class BillDesk:
         with self.emu._locked(no):
             order = self.emu.load_order(no)
             if order is not None and order["state"] == "NOTPAY":
-                order.update(state="SUCCESS", transaction_id=("4200" + china_now().strftime("%Y%m%d")
-                                                              + secrets.token_hex(8))[:32],
+                order.update(state="SUCCESS", transaction_id=self.emu.transaction_id(),
                              time_end=wechat_time(china_now()), paid_fee=int(order["total_fee"]))
                 self.emu.save_order(order)
                 self.emu.store.set("sandbox:txn:" + order["transaction_id"], no, ttl=ORDER_TTL)
                 self.index(no)
                 return {"out_trade_no": no, "transaction_id": order["transaction_id"], "paid_silently": True}
         return {"out_trade_no": no, "total_fee": fee, "time_end": wechat_time(china_now()),
-                "transaction_id": ("4200" + china_now().strftime("%Y%m%d") + secrets.token_hex(8))[:32]}
+                "transaction_id": self.emu.transaction_id()}
 
     # -- the bills --------------------------------------------------------------------------------------
 
