@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from ..store import Store
+from ..wechat.numbers import ascii_uint
 from ..wechat.pay import signing, xmlcodec
 from ..wechat.times import china_now, parse_wechat_time, wechat_time
 from .tokens import TokenAuthority
@@ -211,7 +212,7 @@ class Emulator:
             return self._result_fail("PARAM_ERROR", "JSAPI支付必须传openid", sign_type)
         if trade_type == "NATIVE" and not data.get("product_id"):
             return self._result_fail("PARAM_ERROR", "NATIVE支付必须传product_id", sign_type)
-        if not data["total_fee"].isdigit() or int(data["total_fee"]) <= 0:
+        if not ascii_uint(data["total_fee"], max_digits=10):  # WeChat: an integer of fen, more than 0
             return self._result_fail("PARAM_ERROR", "total_fee参数错误", sign_type)
         if len(data["out_trade_no"]) > 32:
             return self._result_fail("PARAM_ERROR", "out_trade_no参数长度有误", sign_type)

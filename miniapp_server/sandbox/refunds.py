@@ -22,6 +22,7 @@ from typing import Any
 
 import xmltodict
 
+from ..wechat.numbers import ascii_uint
 from ..wechat.pay import crypto, signing, xmlcodec
 from ..wechat.times import china_now
 from .emulator import ORDER_TTL, Emulator, SandboxError, v2_acknowledged
@@ -94,7 +95,7 @@ class RefundDesk:
                 return emu._result_fail("PARAM_ERROR", f"缺少参数{name}", sign_type)
         if not data.get("transaction_id") and not data.get("out_trade_no"):
             return emu._result_fail("PARAM_ERROR", "transaction_id和out_trade_no必须填一个", sign_type)
-        if not data["total_fee"].isdigit() or not data["refund_fee"].isdigit() or int(data["refund_fee"]) <= 0:
+        if ascii_uint(data["total_fee"], max_digits=10) is None or not ascii_uint(data["refund_fee"], max_digits=10):
             return emu._result_fail("PARAM_ERROR", "total_fee或refund_fee参数错误", sign_type)
         if len(data["out_refund_no"]) > 64:
             return emu._result_fail("PARAM_ERROR", "out_refund_no参数长度有误", sign_type)

@@ -42,6 +42,7 @@ from ..errors import not_found
 from ..extensions import db, store
 from ..models import Order, OrderStatus, utcnow
 from ..wechat.errors import WeChatError
+from ..wechat.ipaddr import clean_ip
 from . import closing, payments
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def start(order: Order, *, notify_url: str, client_ip: str) -> Order:
         payments.ensure_payable(order)  # says closed (or paid, if WeChat had it paid at the last moment)
     # Reuse the first call's client IP so the repeated unified order stays identical to the first.
     return payments.prepay(order, trade_type=TRADE_TYPE, notify_url=notify_url,
-                           client_ip=order.client_ip or client_ip, product_id=product_id_for(order))
+                           client_ip=clean_ip(order.client_ip) or client_ip, product_id=product_id_for(order))
 
 
 def live_code(order: Order, now: datetime | None = None) -> str | None:

@@ -9,6 +9,8 @@ from ..audit import request_id_from_attach
 from ..extensions import db, wechat
 from ..models import PaymentNotification
 from ..wechat.errors import NotificationRejected
+from ..wechat.ipaddr import clean_ip
+from ..wechat.numbers import ascii_uint
 from . import payments
 
 log = logging.getLogger(__name__)
@@ -19,11 +21,10 @@ def _clip(value: Any, size: int) -> str | None:
 
 
 def _record_rejection(data: dict[str, str], verdict: str, detail: str, remote_addr: str | None, size: int) -> None:
-    fee = data.get("total_fee", "")
     db.session.add(PaymentNotification(
         out_trade_no=_clip(data.get("out_trade_no"), 64), transaction_id=_clip(data.get("transaction_id"), 64),
-        total_fee=int(fee) if fee.isdigit() and len(fee) < 10 else None, result_code=_clip(data.get("result_code"), 16),
-        verdict=verdict, detail=detail[:255], remote_addr=_clip(remote_addr, 45), body_size=size,
+        total_fee=ascii_uint(data.get("total_fee")), result_code=_clip(data.get("result_code"), 16),
+        verdict=verdict, detail=detail[:255], remote_addr=clean_ip(remote_addr), body_size=size,
     ))
     db.session.commit()
 
@@ -50,14 +51,14 @@ def handle_payment_notification(body: bytes, remote_addr: str | None, headers: M
         _record_rejection(data, "result_fail", f"result_code {data.get('result_code')}: {data.get('err_code', '')}",
                           remote_addr, len(body))
         return False, "result_code is not SUCCESS", data
-    no, txn, fee = data.get("out_trade_no", ""), data.get("transaction_id", ""), data.get("total_fee", "")
-    if not no or not txn or not fee.isdigit() or len(no) > 64 or len(txn) > 32 or len(fee) > 9:
+    no, txn, fee = data.get("out_trade_no", ""), data.get("transaction_id", ""), ascii_uint(data.get("total_fee"))
+    if not no or not txn or fee is None or len(no) > 64 or len(txn) > 32:
         _record_rejection(data, "bad_fields", "out_trade_no, transaction_id or total_fee missing or malformed",
                           remote_addr, len(body))
         return False, "missing or malformed fields", data
-    record = {"out_trade_no": no, "transaction_id": txn, "total_fee": int(fee), "result_code": "SUCCESS",
-              "remote_addr": _clip(remote_addr, 45), "body_size": len(body), "detail": None}
-    verdict = payments.apply_payment(out_trade_no=no, transaction_id=txn, total_fee=int(fee),
+    record = {"out_trade_no": no, "transaction_id": txn, "total_fee": fee, "result_code": "SUCCESS",
+              "remote_addr": clean_ip(remote_addr), "body_size": len(body), "detail": None}
+    verdict = payments.apply_payment(out_trade_no=no, transaction_id=txn, total_fee=fee,
                                      time_end=data.get("time_end"), source="notify", record=record)
     # The id of the /pay request that opened this trade, echoed by WeChat in `attach`.
     log.info("payment notification for %s applied: %s (pay request %s)", no, verdict,

@@ -26,6 +26,8 @@ from ..sqlite_tuning import begin_write
 from ..models import Anomaly, Order, OrderStatus, Payment, PaymentNotification, utcnow
 from ..wechat.times import parse_wechat_time
 from ..wechat.errors import PayError
+from ..wechat.ipaddr import clean_ip
+from ..wechat.pay.gateway import FALLBACK_IP
 from . import messages
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ def prepay(order: Order, *, trade_type: str, notify_url: str, client_ip: str, op
            product_id: str | None = None) -> Order:
     """Ask WeChat for a prepay id (reusing one that is still valid) and keep it on the order."""
     ensure_payable(order)
+    client_ip = clean_ip(client_ip) or FALLBACK_IP  # what is stored and sent is an address, whatever arrived
     now = utcnow()
     if order.prepay_id and order.trade_type == trade_type and order.prepay_expires_at \
             and order.prepay_expires_at > now + PREPAY_REUSE_MARGIN:
@@ -90,7 +93,7 @@ def prepay(order: Order, *, trade_type: str, notify_url: str, client_ip: str, op
     result = db.session.execute(
         update(Order).where(Order.id == order_id, Order.status == OrderStatus.UNPAID.value).values(
             prepay_id=prepay_id, trade_type=trade_type, prepay_expires_at=expires,
-            code_url=answer.code_url, client_ip=client_ip[:45], pay_request_id=pay_request_id,
+            code_url=answer.code_url, client_ip=client_ip, pay_request_id=pay_request_id,
             updated_at=utcnow()),
         execution_options={"synchronize_session": False},
     )

@@ -8,6 +8,8 @@ from typing import Any, Mapping
 from ..extensions import db, wechat
 from ..models import PaymentNotification
 from ..wechat.errors import NotificationRejected
+from ..wechat.ipaddr import clean_ip
+from ..wechat.numbers import ascii_uint
 from . import refunds
 
 log = logging.getLogger(__name__)
@@ -18,8 +20,7 @@ def _clip(value: Any, size: int) -> str | None:
 
 
 def _fee(value: Any) -> int | None:
-    text = str(value or "")
-    return int(text) if text.isdigit() and len(text) < 10 else None
+    return ascii_uint(value)
 
 
 def _record(fields: dict[str, str], detail: str | None, remote_addr: str | None, size: int) -> dict:
@@ -27,7 +28,7 @@ def _record(fields: dict[str, str], detail: str | None, remote_addr: str | None,
     return dict(kind="refund", out_trade_no=_clip(fields.get("out_trade_no"), 64),
                 transaction_id=_clip(fields.get("transaction_id"), 64), total_fee=_fee(fields.get("refund_fee")),
                 result_code=_clip(fields.get("refund_status"), 16), detail=(detail or "")[:255] or None,
-                remote_addr=_clip(remote_addr, 45), body_size=size)
+                remote_addr=clean_ip(remote_addr), body_size=size)
 
 
 def _reject(fields: dict[str, str], verdict: str, detail: str, remote_addr: str | None, size: int) -> None:

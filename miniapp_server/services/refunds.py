@@ -35,6 +35,7 @@ from ..extensions import db, wechat
 from ..models import Order, OrderStatus, Payment, PaymentNotification, Refund, RefundStatus, utcnow
 from ..sqlite_tuning import begin_write
 from ..wechat.errors import PayError, WeChatError
+from ..wechat.numbers import ascii_uint
 from ..wechat.subscribe import Fen
 from . import messages
 
@@ -285,8 +286,8 @@ def _settle_once(fields: dict[str, str], source: str) -> str:
         return _refund_made_elsewhere(fields)
     order = _locked_order(refund.order_id)
     db.session.refresh(refund)  # as it stands now that we hold the lock
-    fee = fields.get("refund_fee", "")
-    if order.out_trade_no != fields.get("out_trade_no") or not fee.isdigit() or int(fee) != refund.refund_fee \
+    fee = ascii_uint(fields.get("refund_fee"))
+    if order.out_trade_no != fields.get("out_trade_no") or fee is None or fee != refund.refund_fee \
             or (fields.get("transaction_id") and refund.transaction_id
                 and fields["transaction_id"] != refund.transaction_id):
         log.warning("refund %s: WeChat's order, transaction or amount is not ours", out_refund_no)

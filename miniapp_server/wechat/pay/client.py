@@ -95,8 +95,7 @@ class PayClient:
         if answer.get("return_code") != "SUCCESS":
             raise PayError(answer.get("return_msg") or "return_code FAIL", answer.get("return_code") or "FAIL", answer)
         # An answer that claims success must prove it came from WeChat.
-        sign_type = answer.get("sign_type") or self.creds.sign_type
-        if not signing.verify(answer, self.creds.api_key, sign_type):
+        if not self._signed_by_us(answer):
             raise SignatureError("WeChat Pay's answer has a bad signature", "SIGNERROR", None)
         if answer.get("result_code") == "FAIL":
             err = PayError(answer.get("err_code_des") or "result_code FAIL", answer.get("err_code") or "FAIL", answer)
@@ -249,8 +248,7 @@ class PayClient:
     def parse_notification(self, body: bytes) -> dict[str, str]:
         """A payment notification's fields once its signature and merchant check out."""
         data = self._callback(body)
-        sign_type = data.get("sign_type") or self.creds.sign_type
-        if sign_type not in signing.SIGN_TYPES or not signing.verify(data, self.creds.api_key, sign_type):
+        if not self._signed_by_us(data):
             raise NotificationRejected("signature does not verify", "bad_signature", data)
         self._check_merchant(data)
         return data
@@ -265,6 +263,17 @@ class PayClient:
         except (crypto.DecryptError, xmlcodec.XMLError):
             raise NotificationRejected("req_info does not decrypt with our key", "bad_req_info", data) from None
         return fields
+
+    def _signed_by_us(self, data: Mapping[str, str]) -> bool:
+        """Signed with our key in our configured sign type: a document may name its type, but only ours.
+
+        Letting `sign_type` in the body choose would let anyone who can make one MD5 signature pass
+        where HMAC-SHA256 was configured (a downgrade); WeChat signs in the type the merchant uses.
+        """
+        claimed = data.get("sign_type")
+        if claimed not in (None, "", self.creds.sign_type):
+            return False
+        return signing.verify(data, self.creds.api_key, self.creds.sign_type)
 
     @staticmethod
     def _callback(body: bytes) -> dict[str, str]:

@@ -26,12 +26,15 @@ from datetime import date, datetime
 from typing import Any, Mapping, Protocol
 
 from ..errors import PayError
+from ..ipaddr import clean_ip
+from ..numbers import ascii_uint
 from ..times import CHINA, wechat_time
 from .bills import BillFile
 from .client import PayClient, ack
 from .v3.client import PayClientV3, failure_body
 
 V2, V3 = "v2", "v3"
+FALLBACK_IP = "127.0.0.1"  # what goes to WeChat for a caller whose address is not a valid IP (WeChat requires one)
 APIS = (V2, V3)
 TRADE_BILL, FUND_FLOW_BILL = "trade", "fundflow"  # `download_bill`'s kinds: the trade bill (ALL), the fund flow
 
@@ -108,11 +111,7 @@ class PayGateway(Protocol):
 
 
 def _fee(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.isdigit() and len(value) < 10:
-        return int(value)
-    return None
+    return ascii_uint(value)  # fen: v2's ASCII digits, v3's JSON integers; anything else is no amount
 
 
 # -- v2 -----------------------------------------------------------------------------------------------
@@ -128,7 +127,7 @@ class V2Gateway:
                expires_at: datetime | None = None, attach: str | None = None) -> Prepay:
         answer = self.client.unified_order(
             trade_type=trade_type, body=description, out_trade_no=out_trade_no, total_fee=total_fee,
-            spbill_create_ip=client_ip, notify_url=notify_url, openid=openid, product_id=product_id,
+            spbill_create_ip=clean_ip(client_ip) or FALLBACK_IP, notify_url=notify_url, openid=openid, product_id=product_id,
             time_expire=wechat_time(expires_at) if expires_at else None, attach=attach)
         return Prepay(answer.get("prepay_id") or "", answer.get("code_url") or None)
 
@@ -150,8 +149,8 @@ class V2Gateway:
 
     def refund_query(self, out_refund_no: str) -> RefundState | None:
         answer = self.client.refund_query(out_refund_no)
-        count = answer.get("refund_count", "")
-        for n in range(int(count) if count.isdigit() else 0):
+        count = ascii_uint(answer.get("refund_count"), max_digits=2)  # WeChat lists at most 20 refunds here
+        for n in range(count or 0):
             if answer.get(f"out_refund_no_{n}") == out_refund_no:
                 return RefundState(out_refund_no, answer.get("out_trade_no", ""), answer.get("transaction_id", ""),
                                    _fee(answer.get(f"refund_fee_{n}")), answer.get(f"refund_id_{n}", ""),
@@ -234,7 +233,7 @@ class V3Gateway:
                 trade_type=trade_type, description=description[:127], out_trade_no=out_trade_no, total=total_fee,
                 notify_url=notify_url, openid=openid,
                 time_expire=expires_at.astimezone(CHINA).isoformat(timespec="seconds") if expires_at else None,
-                attach=attach, payer_client_ip=client_ip)
+                attach=attach, payer_client_ip=clean_ip(client_ip) or FALLBACK_IP)
         except PayError as err:
             raise _translated(err) from None
         code_url = answer.get("code_url") or None
@@ -302,7 +301,8 @@ class V3Gateway:
         data = self.client.parse_refund_notification(headers, body)
         fields = self._refund_state(data, "refund_status").fields()
         amount = data.get("amount") if isinstance(data.get("amount"), dict) else {}
-        fields["total_fee"] = "" if _fee(amount.get("total")) is None else str(amount.get("total"))
+        total = _fee(amount.get("total"))
+        fields["total_fee"] = "" if total is None else str(total)
         fields["event_type"] = str(data.get("event_type") or "")
         return fields
 

@@ -28,6 +28,7 @@ from Crypto.PublicKey.RSA import RsaKey
 from Crypto.Signature import pkcs1_15
 
 from ...errors import SignatureError
+from ...numbers import ascii_uint
 
 SCHEMA = "WECHATPAY2-SHA256-RSA2048"
 MAX_CLOCK_SKEW = 300  # seconds: WeChat's SDKs refuse answers older or newer than five minutes
@@ -114,10 +115,11 @@ def parse_authorization(header: str | None) -> Authorization | None:
 
 def fresh(timestamp: str | None, now: float | None = None, max_skew: int = MAX_CLOCK_SKEW) -> bool:
     """Is `timestamp` (seconds) within `max_skew` of now? A replayed or delayed message is not."""
-    if not timestamp or not timestamp.isdigit() or len(timestamp) > 12:
+    seconds = ascii_uint(timestamp, max_digits=12)
+    if seconds is None or not isinstance(timestamp, str):
         return False
     now = time.time() if now is None else now
-    return abs(now - int(timestamp)) <= max_skew
+    return abs(now - seconds) <= max_skew
 
 
 # -- answers and notifications (WeChat signs) ------------------------------------------------------
