@@ -115,7 +115,7 @@ def test_decrypt_endpoint_answers_the_known_answer(demo_app):
 def test_the_same_data_under_another_appid_is_refused(client, user):
     with_session_key(user["token"], DEMO_IN["session_key"])  # the app here is wxsandbox0000000001
     resp = client.post("/api/user/decrypt", json=demo_body(), headers=user["headers"])
-    assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "watermark_mismatch"
+    assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "decrypt_failed"  # one error for all
 
 
 def test_data_for_another_session_key_is_refused(demo_app):
@@ -261,3 +261,35 @@ def test_check_after_logout_is_401(client, user):
     assert client.post("/api/auth/logout", headers=user["headers"]).status_code == 204
     resp = client.post("/api/auth/check", headers=user["headers"])
     assert resp.status_code == 401 and resp.get_json()["error"]["code"] == "invalid_token"
+
+
+def test_every_decryption_failure_gets_one_answer_word_for_word(demo_app):
+    """No padding oracle: bad padding, not UTF-8, not JSON, not an object, another appid all answer alike."""
+    from Crypto.Cipher import AES
+    from Crypto.Util.Padding import pad
+
+    client = demo_app.test_client()
+    token = login(client)["token"]
+    with_session_key(token, DEMO_IN["session_key"])
+    key, iv = base64.b64decode(DEMO_IN["session_key"]), base64.b64decode(DEMO_IN["iv"])
+
+    def encrypt(plain: bytes, padded: bool = True) -> str:
+        return base64.b64encode(AES.new(key, AES.MODE_CBC, iv).encrypt(pad(plain, 16) if padded else plain)).decode()
+
+    bodies = {
+        "bad padding": flip_last_byte(DEMO_IN["encryptedData"]),
+        "no padding at all": encrypt(b"x" * 32, padded=False),
+        "not utf-8": encrypt(b"\xff\xfe not text"),
+        "not json": encrypt(b"hello, not json"),
+        "not an object": encrypt(b"[1, 2, 3]"),
+        "nested too deep": encrypt(b"[" * 500 + b"]" * 500),
+        "another appid": encrypt(json.dumps({"openId": "o", "watermark": {"appid": "wx0000000000000000"}}).encode()),
+    }
+    answers = set()
+    for name, data in bodies.items():
+        resp = client.post("/api/user/decrypt", json={"encryptedData": data, "iv": DEMO_IN["iv"]},
+                           headers=bearer(token))
+        assert resp.status_code == 400, name
+        answers.add(resp.get_data())
+    assert len(answers) == 1, answers
+    assert json.loads(answers.pop())["error"]["code"] == "decrypt_failed"

@@ -7,6 +7,7 @@ Decrypted user data is answered and not kept: it may be stale or personal, and n
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ..errors import ApiError, bad_request
@@ -15,6 +16,8 @@ from ..models import User
 from ..sqlite_tuning import begin_write
 from ..wechat import crypto
 from ..wechat.errors import InvalidCode, WeChatUnavailable
+
+log = logging.getLogger(__name__)
 
 MAX_CODE_LENGTH = 128
 MAX_FIELD_LENGTH = 32 * 1024  # encryptedData for user info is well under 1 KB; the body limit is 64 KB
@@ -85,9 +88,18 @@ def decrypt_for_session(session_key: str | None, appid: str, encrypted_data: obj
     iv = _field(iv, "iv", "missing_iv")
     if not session_key:
         raise bad_request("no_session_key", "this login has no session_key; log in again with wx.login")
+    # What the fields look like is checked first and may be told (it says nothing about the key);
+    # past that, every failure gets one answer: see crypto.decrypt_user_data on padding oracles.
+    try:
+        crypto.check_shape(encrypted_data, iv)
+    except crypto.DecryptError as exc:
+        raise bad_request(exc.code, exc.message) from None
     try:
         data = crypto.decrypt_user_data(session_key, encrypted_data, iv)
         crypto.check_watermark(data, appid)
     except crypto.DecryptError as exc:
-        raise bad_request(exc.code, exc.message) from None
+        if exc.code == "invalid_session_key":  # our own stored key, not the caller's input
+            raise bad_request(exc.code, exc.message) from None
+        log.info("user data refused: %s", exc.code)  # the reason stays in our log
+        raise bad_request("decrypt_failed", crypto.DECRYPT_FAILED) from None
     return data

@@ -16,7 +16,13 @@ from typing import Any
 from Crypto.Cipher import AES
 from Crypto.Util.Padding import unpad
 
-__all__ = ["DecryptError", "decrypt_user_data", "check_watermark"]
+from . import jsonlimits
+
+__all__ = ["DECRYPT_FAILED", "DecryptError", "check_shape", "decrypt_user_data", "check_watermark"]
+
+
+DECRYPT_FAILED = ("the data does not decrypt with this session's key; "
+                  "log in again with wx.login and retry")
 
 
 class DecryptError(ValueError):
@@ -37,6 +43,17 @@ def _b64(value: str, what: str) -> bytes:
         raise DecryptError("invalid_base64", f"{what} is not valid base64") from None
 
 
+def check_shape(encrypted_data: str, iv: str) -> tuple[bytes, bytes]:
+    """(data, iv) decoded, if they have the shape AES-128-CBC needs; says nothing about any key."""
+    iv_bytes = _b64(iv, "iv")
+    if len(iv_bytes) != 16:
+        raise DecryptError("invalid_iv", "iv must decode to 16 bytes")
+    data = _b64(encrypted_data, "encryptedData")
+    if len(data) % AES.block_size:
+        raise DecryptError("invalid_encrypted_data", "encryptedData is not a whole number of AES blocks")
+    return data, iv_bytes
+
+
 def decrypt_user_data(session_key: str, encrypted_data: str, iv: str) -> dict[str, Any]:
     """The JSON object inside `encrypted_data`; raises `DecryptError` for anything that is not one.
 
@@ -46,25 +63,16 @@ def decrypt_user_data(session_key: str, encrypted_data: str, iv: str) -> dict[st
     key = _b64(session_key, "session_key")
     if len(key) != 16:
         raise DecryptError("invalid_session_key", "the session's session_key is not a 16-byte AES key")
-    iv_bytes = _b64(iv, "iv")
-    if len(iv_bytes) != 16:
-        raise DecryptError("invalid_iv", "iv must decode to 16 bytes")
-    data = _b64(encrypted_data, "encryptedData")
-    if len(data) % AES.block_size:
-        raise DecryptError("invalid_encrypted_data", "encryptedData is not a whole number of AES blocks")
+    data, iv_bytes = check_shape(encrypted_data, iv)
     padded = AES.new(key, AES.MODE_CBC, iv_bytes).decrypt(data)
+    # One error, word for word, for every way the decryption can fail: an answer that told bad padding
+    # from bytes that are not JSON would be a padding oracle (CBC plaintext recovered one byte at a time).
     try:
-        plain = unpad(padded, AES.block_size, style="pkcs7")
-    except ValueError:
-        raise DecryptError("decrypt_failed", "the data does not decrypt with this session's key (bad padding); "
-                                             "log in again with wx.login and retry") from None
-    try:
-        result = json.loads(plain.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise DecryptError("decrypt_failed", "the data does not decrypt with this session's key (not JSON); "
-                                             "log in again with wx.login and retry") from None
+        result = jsonlimits.loads(unpad(padded, AES.block_size, style="pkcs7").decode("utf-8"))
+    except ValueError:  # bad padding, not UTF-8 (UnicodeDecodeError), not JSON, nested too deep
+        raise DecryptError("decrypt_failed", DECRYPT_FAILED) from None
     if not isinstance(result, dict):
-        raise DecryptError("decrypt_failed", "the decrypted data is not a JSON object")
+        raise DecryptError("decrypt_failed", DECRYPT_FAILED)
     return result
 
 
