@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 def create_app(config: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Flask:
     """Build the app from the environment; `config` overrides single settings (tests use it)."""
     app = Flask(__name__, instance_relative_config=True)
+    from .http_utils import BoundedJSONProvider
+
+    app.json = BoundedJSONProvider(app)  # every get_json(): too deep is bad JSON (400), never a RecursionError
     if env is None:
         env = {**_dotenv_values(), **os.environ}  # the real environment wins over .env
     cfg = Config.from_env(env, instance_path=app.instance_path)
@@ -36,6 +39,10 @@ def create_app(config: Mapping[str, Any] | None = None, env: Mapping[str, str] |
     register_errorhandlers(app)
     register_shell_context(app)
     register_commands(app)
+    from .body_buffer import BufferedBody
+
+    # Innermost: every body read whole, bounded (MAX_CONTENT_LENGTH) and within BODY_READ_TIMEOUT.
+    app.wsgi_app = BufferedBody(app.wsgi_app, cfg.MAX_CONTENT_LENGTH, cfg.BODY_READ_TIMEOUT)  # type: ignore[method-assign]
     if cfg.PROXY_FIX_HOPS:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=cfg.PROXY_FIX_HOPS, x_proto=cfg.PROXY_FIX_HOPS,
                                 x_host=cfg.PROXY_FIX_HOPS)

@@ -42,6 +42,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer") from exc
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number") from exc
+
+
 @dataclass
 class Config:
     """The settings the app runs with; build it with `Config.from_env()`."""
@@ -89,6 +99,9 @@ class Config:
     BILLS_RETRY_MINUTES: int = 30  # a failed bill check is tried again by reconcile after this long
     EMBEDDED_STORE_PATH: str = ""
     STORE_PREFIX: str = "miniapp:"  # Redis key prefix
+    STORE_TIMEOUT: float = 0.5  # seconds a store call may wait (Redis connect/read; the embedded store twice it)
+    MAX_CONTENT_LENGTH: int = 1024 * 1024  # every request body, however encoded; larger is a 413
+    BODY_READ_TIMEOUT: float = 10.0  # seconds for a whole body to arrive (gunicorn); slower is a 408
     LOG_FORMAT: str = "text"  # text | json
     LOG_LEVEL: str = "INFO"
     # Subscribe messages (message_settings.py): per event, its template; which version they open, their language.
@@ -161,6 +174,9 @@ class Config:
             os.path.abspath(instance_path), "store.sqlite3"
         )
         cfg.STORE_PREFIX = env.get("STORE_PREFIX", "") or cls.STORE_PREFIX
+        cfg.STORE_TIMEOUT = _float(env, "STORE_TIMEOUT", cls.STORE_TIMEOUT)
+        cfg.MAX_CONTENT_LENGTH = _int(env, "MAX_CONTENT_LENGTH", cls.MAX_CONTENT_LENGTH)
+        cfg.BODY_READ_TIMEOUT = _float(env, "BODY_READ_TIMEOUT", cls.BODY_READ_TIMEOUT)
         cfg.LOG_FORMAT = env.get("LOG_FORMAT", "") or "text"
         cfg.LOG_LEVEL = (env.get("LOG_LEVEL", "") or "INFO").upper()
         try:

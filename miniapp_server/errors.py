@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge, RequestTimeout
 
+from .store import StoreUnavailable
 from .wechat.errors import WeChatError
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,19 @@ def conflict(code: str, message: str) -> ApiError:
     return ApiError(409, code, message)
 
 
+STORE_RETRY_AFTER = "1"  # seconds: a store outage is either over quickly or an operator's problem
+
+
 def error_response(status: int, code: str, message: str):
     response = jsonify({"error": {"code": code, "message": message}})
     response.status_code = status
+    return response
+
+
+def too_large(response):
+    """A 413 ends the connection: the rest of the body is never read (gunicorn would otherwise drain it)."""
+    response.status_code = 413
+    response.headers["Connection"] = "close"
     return response
 
 
@@ -47,6 +58,27 @@ def register_errorhandlers(app: Flask) -> None:
     def _wechat_error(err: WeChatError):
         log.warning("wechat error on %s: %s %s", request.path, type(err).__name__, err.code)
         return error_response(err.http_status, err.api_code, f"WeChat: {err.message}")
+
+    @app.before_request
+    def _body_incomplete():
+        from .body_buffer import INCOMPLETE
+
+        state = request.environ.get(INCOMPLETE)
+        if state == "timeout":
+            raise RequestTimeout("the request body did not arrive in time")
+        if state == "broken":
+            raise BadRequest("the request body was cut short or malformed")
+
+    @app.errorhandler(StoreUnavailable)
+    def _store_unavailable(err: StoreUnavailable):
+        log.warning("store unavailable on %s %s: %s", request.method, request.path, err)
+        response = error_response(503, "store_unavailable", "the session store is not answering; try again shortly")
+        response.headers["Retry-After"] = STORE_RETRY_AFTER
+        return response
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(err: RequestEntityTooLarge):
+        return too_large(error_response(413, "body_too_large", "the request body is larger than this server takes"))
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException):

@@ -31,7 +31,8 @@ IN_APP_SANDBOX_ORIGIN = "http://wechat-sandbox.internal"
 class StoreExtension:
     def init_app(self, app: Flask) -> None:
         app.extensions["store"] = make_store(app.config["REDIS_URL"], app.config["EMBEDDED_STORE_PATH"],
-                                             app.config.get("STORE_PREFIX", "miniapp:"))
+                                             app.config.get("STORE_PREFIX", "miniapp:"),
+                                             float(app.config.get("STORE_TIMEOUT", 0.5)))
 
     @property
     def backend(self) -> Store:

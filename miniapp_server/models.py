@@ -12,6 +12,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
 
+MAX_ID = 2**31 - 1  # ids are INTEGER columns (int4 on PostgreSQL): a client's id beyond is no id of ours
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)

@@ -136,7 +136,7 @@ def make_app(env):
 
 def _cleanup_store(app) -> None:
     backend = app.extensions["store"]
-    if hasattr(backend, "_redis"):
+    if hasattr(backend, "_redis") and app.config["REDIS_URL"] == REDIS_URL:  # the shared one (not a test's own)
         for key in backend._redis.scan_iter(match=backend._prefix + "*"):
             backend._redis.delete(key)
 

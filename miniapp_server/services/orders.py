@@ -12,15 +12,19 @@ from sqlalchemy.orm import joinedload
 from ..errors import bad_request, not_found
 from ..extensions import db
 from ..sqlite_tuning import begin_write
-from ..models import Order, OrderItem, Product, utcnow
+from ..models import MAX_ID, Order, OrderItem, Product, utcnow
 
 BODY_LIMIT = 120  # WeChat's `body` is at most 128 bytes-ish characters; leave room
 
 
-def _positive_int(value: Any, field: str) -> int:
-    # bool is an int in Python; "2" or 2.0 from a client is not a quantity either.
+def _int(value: Any, field: str, high: int) -> int:
+    # bool is an int in Python; "2" or 2.0 from a client is not a quantity either. Bounded here, where
+    # it enters: a JSON integer has no size, and 2**63 overflows the database driver (a 500).
     if not isinstance(value, int) or isinstance(value, bool):
         raise bad_request("invalid_items", f"{field} must be an integer")
+    if not 1 <= value <= high:
+        raise bad_request("invalid_items" if field == "product_id" else "invalid_quantity",
+                          f"{field} must be between 1 and {high}")
     return value
 
 
@@ -37,10 +41,8 @@ def parse_items(raw: Any) -> dict[int, int]:
             raise bad_request("invalid_items", "each item must be an object {product_id, quantity}")
         if "price_fen" in line or "price" in line or "total_fee" in line:
             raise bad_request("invalid_items", "prices come from the server; send product_id and quantity only")
-        product_id = _positive_int(line.get("product_id"), "product_id")
-        quantity = _positive_int(line.get("quantity", 1), "quantity")
-        if product_id <= 0:
-            raise bad_request("invalid_items", "product_id must be positive")
+        product_id = _int(line.get("product_id"), "product_id", MAX_ID)
+        quantity = _int(line.get("quantity", 1), "quantity", cfg["MAX_ITEM_QUANTITY"])
         wanted[product_id] = wanted.get(product_id, 0) + quantity
         if not 1 <= wanted[product_id] <= cfg["MAX_ITEM_QUANTITY"]:
             raise bad_request("invalid_quantity",

@@ -21,6 +21,7 @@ import requests
 from Crypto.PublicKey.RSA import RsaKey
 
 from ...errors import NotificationRejected, PayError, SignatureError, WeChatError, WeChatUnavailable
+from ... import jsonlimits
 from .. import bills
 from . import crypto, signing
 from .keys import WeChatPayKeys
@@ -125,7 +126,7 @@ class PayClientV3:
             signing.verify_answer(resp.headers, raw, self.keys.key_for)
             if raw:
                 try:
-                    answer = json.loads(raw)
+                    answer = jsonlimits.loads(raw)
                 except ValueError:
                     raise WeChatUnavailable("WeChat Pay answered something unreadable") from None
                 if not isinstance(answer, dict):
@@ -332,7 +333,7 @@ class PayClientV3:
         except SignatureError as err:
             raise NotificationRejected(err.message, err.code) from None
         try:
-            envelope = json.loads(body)
+            envelope = jsonlimits.loads(body)
         except ValueError:
             raise NotificationRejected("the notification is not JSON", "bad_json") from None
         if not isinstance(envelope, dict) or not isinstance(envelope.get("resource"), dict):

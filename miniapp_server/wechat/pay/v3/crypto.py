@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 from Crypto.Cipher import AES
 
+from ... import jsonlimits
+
 ALGORITHM = "AEAD_AES_256_GCM"
 TAG_SIZE = 16
 
@@ -80,7 +82,7 @@ def decrypt_resource(resource: Mapping[str, Any], apiv3_key: str) -> bytes:
 def decrypt_json(resource: Mapping[str, Any], apiv3_key: str) -> dict[str, Any]:
     plain = decrypt_resource(resource, apiv3_key)
     try:
-        data = json.loads(plain)
+        data = jsonlimits.loads(plain)
     except (ValueError, UnicodeDecodeError):
         raise DecryptError("the decrypted resource is not JSON") from None
     if not isinstance(data, dict):

@@ -31,6 +31,7 @@ from Crypto.PublicKey import RSA
 from Crypto.PublicKey.RSA import RsaKey
 
 from ...errors import SignatureError, WeChatUnavailable
+from ... import jsonlimits
 from . import crypto, signing
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ class WeChatPayKeys:
 
     def _install(self, raw: str) -> None:
         try:
-            items = json.loads(raw)
+            items = jsonlimits.loads(raw)
             certs = {}
             for item in items:
                 cert = PlatformCertificate(item["serial_no"], item["pem"], item.get("effective"), item.get("expires"))
@@ -240,7 +241,7 @@ class WeChatPayKeys:
         assert self.fetch_certificates is not None
         headers, body = self.fetch_certificates()
         try:
-            data = json.loads(body)
+            data = jsonlimits.loads(body)
             items = data["data"]
             assert isinstance(items, list)
         except (ValueError, KeyError, TypeError, AssertionError):
