@@ -7,7 +7,6 @@ import os
 from typing import Any, Mapping
 
 from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .config import Config, ConfigError
 from .extensions import db, migrate, store, wechat
@@ -43,9 +42,14 @@ def create_app(config: Mapping[str, Any] | None = None, env: Mapping[str, str] |
 
     # Innermost: every body read whole, bounded (MAX_CONTENT_LENGTH) and within BODY_READ_TIMEOUT.
     app.wsgi_app = BufferedBody(app.wsgi_app, cfg.MAX_CONTENT_LENGTH, cfg.BODY_READ_TIMEOUT)  # type: ignore[method-assign]
-    if cfg.PROXY_FIX_HOPS:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=cfg.PROXY_FIX_HOPS, x_proto=cfg.PROXY_FIX_HOPS,
-                                x_host=cfg.PROXY_FIX_HOPS)
+    from .config import networks
+    from .proxy import TrustedProxyFix
+
+    # Outermost: the client's address (X-Forwarded-For from our own proxies only; never a forwarded host).
+    app.wsgi_app = TrustedProxyFix(app.wsgi_app, cfg.PROXY_FIX_HOPS,  # type: ignore[method-assign]
+                                   networks(cfg.TRUSTED_PROXIES, "TRUSTED_PROXIES"))
+    if cfg.APP_ENV == "production" and not cfg.PUBLIC_BASE_URL:
+        app.logger.warning("PUBLIC_BASE_URL is not set: checkout links cannot be made (503 not_configured)")
     if cfg.WECHAT_SANDBOX:
         app.logger.warning("WECHAT SANDBOX MODE: WeChat is emulated at /sandbox; no real money moves")
     from .services.doctor import log_expiry_warnings_at_start

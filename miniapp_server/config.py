@@ -6,10 +6,12 @@ without real credentials (see `Config.check`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from . import message_settings
 
@@ -19,6 +21,10 @@ SANDBOX_MCH_ID = "1900000109"
 SANDBOX_PAY_KEY = "sandboxpaykey0000000000000000000"  # 32 chars, like a real v2 key
 
 SANDBOX_PAY_V3_KEY = "sandboxapiv3key00000000000000000"  # 32 bytes, like a real APIv3 key
+
+# The sandbox's own credentials: the only ones it runs with (Config.check_sandbox).
+SANDBOX_CREDENTIALS = {"WECHAT_APPID": SANDBOX_APPID, "WECHAT_APPSECRET": SANDBOX_APPSECRET,
+                       "WECHAT_PAY_KEY": SANDBOX_PAY_KEY, "WECHAT_PAY_V3_KEY": SANDBOX_PAY_V3_KEY}
 
 SIGN_TYPES = ("MD5", "HMAC-SHA256")
 PAY_APIS = ("v2", "v3")
@@ -40,6 +46,26 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be an integer") from exc
+
+
+def public_origin(value: str) -> str:
+    """PUBLIC_BASE_URL as scheme://host[:port] with no trailing slash; anything else is a ConfigError."""
+    value = (value or "").strip().rstrip("/")
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query or parts.fragment \
+            or parts.username or parts.password:
+        raise ConfigError("PUBLIC_BASE_URL must be an origin such as https://shop.example (no path, no query)")
+    return value
+
+
+def networks(value: str, name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """A comma-separated list of addresses or CIDR networks."""
+    try:
+        return [ipaddress.ip_network(item.strip(), strict=False) for item in value.split(",") if item.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"{name} must list IP addresses or networks, separated by commas") from exc
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -92,6 +118,9 @@ class Config:
     WECHAT_CONNECT_TIMEOUT: float = 3.05
     WECHAT_READ_TIMEOUT: float = 10.0
     PROXY_FIX_HOPS: int = 0  # how many trusted proxies set X-Forwarded-For
+    TRUSTED_PROXIES: str = "127.0.0.1,::1"  # addresses/networks whose X-Forwarded-For is believed
+    PUBLIC_BASE_URL: str = ""  # https://shop.example: the origin of every link we make
+    SANDBOX_CONTROL_ALLOW: str = "127.0.0.1,::1"  # who may use the sandbox's control calls ("*": anyone)
     SANDBOX_TIME_SCALE: float = 1.0  # shrinks the notification retry schedule in tests
     SANDBOX_PREPAY_TTL: int = 7200  # how long the emulator's prepay_id / code_url live; tests shorten it
     BILLS_RECONCILE: bool = True  # reconcile checks yesterday's bills once WeChat has made them
@@ -164,6 +193,14 @@ class Config:
         cfg.PREPAY_TTL = _int(env, "PREPAY_TTL", cls.PREPAY_TTL)
         cfg.SANDBOX_PREPAY_TTL = _int(env, "SANDBOX_PREPAY_TTL", cls.SANDBOX_PREPAY_TTL)
         cfg.PROXY_FIX_HOPS = _int(env, "PROXY_FIX_HOPS", cls.PROXY_FIX_HOPS)
+        if cfg.PROXY_FIX_HOPS < 0:
+            raise ConfigError("PROXY_FIX_HOPS must be 0 or more")
+        cfg.TRUSTED_PROXIES = env.get("TRUSTED_PROXIES", "") or cls.TRUSTED_PROXIES
+        networks(cfg.TRUSTED_PROXIES, "TRUSTED_PROXIES")
+        cfg.PUBLIC_BASE_URL = public_origin(env.get("PUBLIC_BASE_URL", ""))
+        cfg.SANDBOX_CONTROL_ALLOW = env.get("SANDBOX_CONTROL_ALLOW", "") or cls.SANDBOX_CONTROL_ALLOW
+        if cfg.SANDBOX_CONTROL_ALLOW.strip() != "*":
+            networks(cfg.SANDBOX_CONTROL_ALLOW, "SANDBOX_CONTROL_ALLOW")
         cfg.SANDBOX_TIME_SCALE = float(env.get("SANDBOX_TIME_SCALE", "") or 1.0)
         cfg.BILLS_RECONCILE = _flag(env.get("BILLS_RECONCILE")) if env.get("BILLS_RECONCILE") else True
         cfg.BILLS_FUND_FLOW = (env.get("BILLS_FUND_FLOW", "") or "auto").strip().lower()
@@ -200,8 +237,25 @@ class Config:
         if not self.SECRET_KEY and self.APP_ENV != "production":
             self.SECRET_KEY = secrets.token_hex(32)
 
+    def check_sandbox(self) -> None:
+        """The sandbox never runs beside a real credential, in any environment.
+
+        A sandbox signs notifications with the key it is given: with the real pay key (or APIv3 key) it
+        could mint notifications that the production instance accepts. So with WECHAT_SANDBOX on, each
+        of these must be unset or the sandbox's own value; the message names the settings, not values.
+        """
+        if not self.WECHAT_SANDBOX:
+            return
+        foreign = [name for name, own in SANDBOX_CREDENTIALS.items() if getattr(self, name) not in ("", own)]
+        if self.WECHAT_MCH_PRIVATE_KEY_PATH:
+            foreign.append("WECHAT_MCH_PRIVATE_KEY_PATH")
+        if foreign:
+            raise ConfigError("the sandbox refuses to run beside real credentials: unset " + ", ".join(foreign)
+                              + " or unset WECHAT_SANDBOX")
+
     def check(self) -> None:
-        """Refuse to run a production app that is not really configured."""
+        """Refuse to run a sandbox beside real credentials, or a production app that is not really configured."""
+        self.check_sandbox()
         if self.APP_ENV != "production":
             return
         if self.WECHAT_SANDBOX:
@@ -223,6 +277,8 @@ class Config:
             raise ConfigError("WECHAT_MSG_STATE=developer would open the developer version from production's messages")
         if not self.WECHAT_NOTIFY_URL.startswith("https://"):
             raise ConfigError("WECHAT_NOTIFY_URL must be an https:// URL in production")
+        if self.PUBLIC_BASE_URL and not self.PUBLIC_BASE_URL.startswith("https://"):
+            raise ConfigError("PUBLIC_BASE_URL must be an https:// origin in production")
 
     @property
     def platform_certificates(self) -> bool:

@@ -16,6 +16,7 @@ from flask.json.provider import DefaultJSONProvider
 
 from .errors import bad_request
 from .wechat import jsonlimits
+from .wechat.ipaddr import clean_ip
 
 MAX_JSON_BODY = 64 * 1024
 _ASCII_INT = re.compile(r"[0-9]{1,10}")
@@ -64,3 +65,9 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise bad_request("invalid_argument", f"{name} must be between {low} and {high}")
     return value
+
+
+def client_address() -> str:
+    """The caller's address: the socket's peer, or behind PROXY_FIX_HOPS trusted proxies the address they
+    forwarded (miniapp_server/proxy.py); always a valid IP (127.0.0.1 when the server cannot tell)."""
+    return clean_ip(request.remote_addr) or "127.0.0.1"

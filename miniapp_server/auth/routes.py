@@ -1,14 +1,13 @@
-from flask import g, request
+from flask import g
 
-from ..http_utils import json_body
+from ..http_utils import client_address, json_body
 from . import bp, sessions
 from .guard import login_required
 
 
 @bp.post("/login")
 def login():
-    code = sessions.validate_code(json_body().get("code"))
-    token, ttl, user = sessions.login(code, client=request.remote_addr or "unknown")
+    token, ttl, user = sessions.login(json_body().get("code"), client=client_address())
     return {"token": token, "expires_in": ttl, "user": user.to_dict()}
 
 

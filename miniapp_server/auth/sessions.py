@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import ApiError, bad_request
 from ..extensions import db, store, wechat
 from ..models import User, utcnow
+from ..wechat.errors import InvalidCode
 from ..sqlite_tuning import begin_write
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,31 @@ def validate_code(code: object) -> str:
     return code
 
 
+RATE_WINDOW = 60  # seconds: LOGIN_RATE_LIMIT is per minute
+
+
+def _rate_key(outcome: str, client: str) -> str:
+    return f"ratelimit:login:{outcome}:{client}"
+
+
 def check_rate(client: str) -> None:
+    """429 if this client address had LOGIN_RATE_LIMIT logins, or as many refused codes, this minute.
+
+    Logins and refusals are counted apart, per true client address (behind PROXY_FIX_HOPS proxies):
+    one client sending junk codes fills only its own refusal count and locks out only itself; our own
+    429s are not counted, so waiting a minute always ends it.
+    """
     limit = current_app.config["LOGIN_RATE_LIMIT"]
-    if limit and store.incr(f"ratelimit:login:{client}", 60) > limit:
-        raise ApiError(429, "too_many_logins", "too many logins from this client; wait a minute")
+    if not limit:
+        return
+    for outcome in ("ok", "refused"):
+        if int(store.get(_rate_key(outcome, client)) or 0) >= limit:
+            raise ApiError(429, "too_many_logins", "too many logins from this client; wait a minute")
+
+
+def count_login(client: str, ok: bool) -> None:
+    if current_app.config["LOGIN_RATE_LIMIT"]:
+        store.incr(_rate_key("ok" if ok else "refused", client), RATE_WINDOW)
 
 
 def upsert_user(openid: str, unionid: str | None) -> User:
@@ -74,14 +96,20 @@ def upsert_user(openid: str, unionid: str | None) -> User:
     raise ApiError(503, "try_again", "could not record the login; try again")
 
 
-def login(code: str, client: str) -> tuple[str, int, User]:
+def login(raw_code: object, client: str) -> tuple[str, int, User]:
     check_rate(client)
-    wx_session = wechat.miniapp.code2session(code)
+    try:
+        code = validate_code(raw_code)
+        wx_session = wechat.miniapp.code2session(code)
+    except (ApiError, InvalidCode):  # a code that is no code, or one WeChat refused (40029, 40163)
+        count_login(client, ok=False)
+        raise
     user = upsert_user(wx_session.openid, wx_session.unionid)
     token = secrets.token_urlsafe(32)  # 256 bits
     ttl = current_app.config["SESSION_TTL"]
     payload = {"user_id": user.id, "openid": wx_session.openid, "session_key": wx_session.session_key}
     store.set(_key(token), json.dumps(payload), ttl=ttl)
+    count_login(client, ok=True)
     log.info("login: user %s, session for %ss", user.id, ttl)  # never the token or the session_key
     return token, ttl, user
 

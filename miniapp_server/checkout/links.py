@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hmac
 
-from flask import current_app, url_for
+from flask import current_app
 from itsdangerous import BadData, URLSafeTimedSerializer
 
 from ..models import Order
+from ..public_urls import public_url
 from ..services import native
 
 SALT = "checkout.native.v1"  # a token for this purpose is useless for any other use of SECRET_KEY
@@ -43,7 +44,7 @@ def verify(out_trade_no: str, token: str | None) -> bool:
 
 
 def checkout_url(out_trade_no: str, token: str | None = None) -> str:
-    return url_for("checkout.native_page", out_trade_no=out_trade_no, sig=token or sign(out_trade_no), _external=True)
+    return public_url("checkout.native_page", out_trade_no=out_trade_no, sig=token or sign(out_trade_no))
 
 
 def qrcode_url(order: Order, token: str | None = None, fmt: str | None = None) -> str | None:
@@ -51,5 +52,5 @@ def qrcode_url(order: Order, token: str | None = None, fmt: str | None = None) -
     if not order.code_url:
         return None
     args = {"format": fmt} if fmt else {}
-    return url_for("checkout.native_qr", out_trade_no=order.out_trade_no, sig=token or sign(order.out_trade_no),
-                   v=native.code_version(order.code_url), _external=True, **args)
+    return public_url("checkout.native_qr", out_trade_no=order.out_trade_no, sig=token or sign(order.out_trade_no),
+                      v=native.code_version(order.code_url), **args)

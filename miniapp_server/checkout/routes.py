@@ -14,7 +14,8 @@ from flask import Response, current_app, make_response, render_template, request
 from ..errors import ApiError, bad_request, not_found
 from ..models import Order, OrderStatus, utcnow
 from ..services import native
-from ..shop.routes import notify_url
+from ..http_utils import client_address
+from ..public_urls import notify_url
 from . import bp, links
 
 PAID_STATES = {OrderStatus.PAID.value, OrderStatus.REFUNDING.value, OrderStatus.REFUNDED.value}
@@ -110,7 +111,7 @@ def native_status(out_trade_no: str):
 def native_renew(out_trade_no: str):
     """A scannable code for the order: the same one while valid, a fresh one for the same trade once expired."""
     order, token = _signed_order(out_trade_no)
-    order = native.start(order, notify_url=notify_url(), client_ip=request.remote_addr or "127.0.0.1")
+    order = native.start(order, notify_url=notify_url(), client_ip=client_address())
     return _with_headers(make_response(page_state(order, token)), {"Cache-Control": "no-store"})
 
 

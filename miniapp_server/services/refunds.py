@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from ..errors import ApiError, bad_request, conflict, not_found
 from ..extensions import db, wechat
 from ..models import Order, OrderStatus, Payment, PaymentNotification, Refund, RefundStatus, utcnow
+from ..public_urls import path_for
 from ..sqlite_tuning import begin_write
 from ..wechat.errors import PayError, WeChatError
 from ..wechat.numbers import ascii_uint
@@ -73,8 +74,10 @@ def refund_notify_url() -> str | None:
     notify = cfg["WECHAT_NOTIFY_URL"]
     if notify and notify.rstrip("/").endswith("/notify"):
         return notify.rstrip("/")[: -len("/notify")] + "/refund-notify"
-    if has_request_context():
-        return url_for("pay.refund_notify", _external=True)
+    if cfg.get("PUBLIC_BASE_URL"):
+        return cfg["PUBLIC_BASE_URL"] + path_for("pay.refund_notify")
+    if cfg["WECHAT_SANDBOX"] and has_request_context():
+        return url_for("pay.refund_notify", _external=True)  # the in-app sandbox: any host reaches the app
     if cfg["WECHAT_SANDBOX"]:
         return "http://localhost/api/pay/refund-notify"  # the in-app sandbox delivers to the app, any host
     return None

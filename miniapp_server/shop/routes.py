@@ -1,15 +1,12 @@
 """The mini-program's shop API: products, orders, and paying for them."""
 
-from flask import current_app, g, request, url_for
+from flask import g
 
 from ..auth.guard import login_required
-from ..http_utils import int_arg, json_body
+from ..http_utils import client_address, int_arg, json_body
+from ..public_urls import notify_url
 from ..services import app_pay, native, orders, payments
 from . import bp
-
-
-def notify_url() -> str:
-    return current_app.config["WECHAT_NOTIFY_URL"] or url_for("pay.notify", _external=True)
 
 
 @bp.get("/products")
@@ -43,7 +40,7 @@ def get_order(out_trade_no: str):
 def pay(out_trade_no: str):
     order = orders.get_own_order(g.session.user_id, out_trade_no)
     order = payments.prepay(order, trade_type="JSAPI", openid=g.session.openid, notify_url=notify_url(),
-                            client_ip=request.remote_addr or "127.0.0.1")
+                            client_ip=client_address())
     return payments.jsapi_params(order)
 
 
@@ -53,7 +50,7 @@ def native_pay(out_trade_no: str):
     from ..checkout import links  # the checkout blueprint signs the links to the QR image and page
 
     order = orders.get_own_order(g.session.user_id, out_trade_no)
-    order = native.start(order, notify_url=notify_url(), client_ip=request.remote_addr or "127.0.0.1")
+    order = native.start(order, notify_url=notify_url(), client_ip=client_address())
     token = links.sign(order.out_trade_no)
     return {"code_url": order.code_url, "qrcode_url": links.qrcode_url(order, token),
             "checkout_url": links.checkout_url(order.out_trade_no, token),
@@ -64,7 +61,7 @@ def native_pay(out_trade_no: str):
 @login_required
 def app_pay_params(out_trade_no: str):
     order = orders.get_own_order(g.session.user_id, out_trade_no)
-    return app_pay.start(order, notify_url=notify_url(), client_ip=request.remote_addr or "127.0.0.1")
+    return app_pay.start(order, notify_url=notify_url(), client_ip=client_address())
 
 
 @bp.post("/orders/<out_trade_no>/sync")
