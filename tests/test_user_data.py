@@ -90,8 +90,15 @@ def test_missing_or_odd_watermarks_are_refused(data):
 
 @pytest.fixture
 def demo_app(make_app):
-    """The sandbox playing WeChat for the sample's mini-program, so its watermark is ours."""
-    app = make_app(WECHAT_APPID=DEMO_APPID, WECHAT_SANDBOX="1")
+    """An app whose decrypt checks the sample's appid, so its watermark is ours.
+
+    The sandbox refuses to start beside another appid (Config.check_sandbox), so the app runs on the
+    sandbox's own and logins go through it (the first one builds the emulator with the sandbox's appid);
+    only then does the watermark check look for the sample's appid.
+    """
+    app = make_app()
+    login(app.test_client())
+    app.config["WECHAT_APPID"] = DEMO_APPID
     with app.app_context():
         yield app
 

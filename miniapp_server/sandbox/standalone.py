@@ -21,6 +21,7 @@ def create_sandbox_app(config: Mapping[str, Any] | None = None, env: Mapping[str
     cfg = Config.from_env(env, instance_path=app.instance_path)
     cfg.WECHAT_SANDBOX = True
     cfg.apply_defaults()
+    cfg.check_sandbox()
     app.config.from_mapping(cfg.as_flask())
     app.config["SANDBOX_STANDALONE"] = True
     app.config["EMBEDDED_STORE_PATH"] = cfg.EMBEDDED_STORE_PATH.replace("store.sqlite3", "sandbox-store.sqlite3")
