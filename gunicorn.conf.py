@@ -20,5 +20,7 @@ max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", 0))
 max_requests_jitter = max_requests // 10
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
 access_log_format = '%(h)s %(p)s "%(r)s" %(s)s %(b)s %(L)ss rid=%({x-request-id}o)s'
+# The access log never holds a link's signature or a secret from a query string (sig=, signature=, ...).
+logger_class = "miniapp_server.gunicorn_logging.RedactingLogger"
 control_socket_disable = True  # several servers on one machine (tests, benchmarks) would share its path
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

@@ -23,7 +23,7 @@ from flask import Flask, has_request_context, request
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Values that must never reach a log line, whatever a careless caller passes in.
 _SECRET_FIELDS = re.compile(
-    r"(session_key|secret|api_key|pay_key|paySign|sign|key|token|access_token)([\"']?\s*[:=]\s*[\"']?)([^\s\"'&,}<]+)",
+    r"(session_key|secret|api_key|pay_key|paySign|msg_signature|signature|sign|sig|key|token|access_token)([\"']?\s*[:=]\s*[\"']?)([^\s\"'&,}<]+)",
     re.IGNORECASE,
 )
 

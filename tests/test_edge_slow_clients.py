@@ -44,6 +44,20 @@ def test_stalled_and_trickling_bodies_do_not_hang_the_server_and_chunked_is_boun
     sixteen_stalled_bodies_do_not_hang_the_server(server)
     a_trickling_body_is_cut_at_the_deadline(server)
     a_chunked_body_past_the_limit_is_refused_having_read_no_more_than_the_limit(server)
+    the_access_log_holds_no_link_signature(server)
+
+
+def the_access_log_holds_no_link_signature(server):
+    """Finding 13: the checkout link's sig (a capability for a day) was written into the access log."""
+    secret = "eyJTHISISTHESIGNATURE.abc123"
+    requests.get(server.url + f"/pay/native/20261201000000000000000000000001?sig={secret}&v=7", timeout=10)
+    requests.get(server.url + f"/healthz?signature={secret}&echostr={secret}", timeout=10)
+    deadline = time.monotonic() + 10  # the access-log line is written just after the answer
+    while server.log().count("[redacted]") < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = server.log()
+    assert "/pay/native/20261201000000000000000000000001?sig=[redacted]&v=7" in log
+    assert secret not in log
 
 
 def sixteen_stalled_bodies_do_not_hang_the_server(server):
