@@ -160,3 +160,18 @@ def test_control_calls_answer_loopback_only_unless_opened(make_app):
     assert opened.get("/sandbox/control/calls", environ_base=outside).status_code == 200
     anyone = make_app(SANDBOX_CONTROL_ALLOW="*").test_client()
     assert anyone.get("/sandbox/control/calls", environ_base={"REMOTE_ADDR": "203.0.113.1"}).status_code == 200
+
+
+def test_the_in_app_sandbox_delivers_to_public_base_url_in_process(make_app):
+    """Links (notify URL included) are on PUBLIC_BASE_URL; the in-app sandbox knows that name as the app's own."""
+    from .ops_helpers import new_order, pay_in_sandbox, prepay
+
+    app = make_app(PUBLIC_BASE_URL="https://shop.example.com")
+    client = app.test_client()
+    with app.app_context():
+        token = login_from(client, None).get_json()["token"]
+        user = {"token": token, "headers": bearer(token)}
+        order = new_order(client, user)
+        pay_in_sandbox(client, prepay(client, user, order))
+        db.session.rollback()
+        assert db.session.execute(db.select(Order.status)).scalar_one() == "paid"

@@ -76,6 +76,8 @@ def _own_hosts(app: Flask) -> set[str]:
 
         hosts = app.extensions["sandbox_hosts"] = set() if app.config.get("SANDBOX_STANDALONE") else {
             "localhost", urlsplit(IN_APP_SANDBOX_ORIGIN).netloc}
+        if hosts is not None and not app.config.get("SANDBOX_STANDALONE") and app.config.get("PUBLIC_BASE_URL"):
+            hosts.add(urlsplit(app.config["PUBLIC_BASE_URL"]).netloc.lower())  # the app's own public name
     return hosts
 
 
