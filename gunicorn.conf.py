@@ -24,3 +24,13 @@ access_log_format = '%(h)s %(p)s "%(r)s" %(s)s %(b)s %(L)ss rid=%({x-request-id}
 logger_class = "miniapp_server.gunicorn_logging.RedactingLogger"
 control_socket_disable = True  # several servers on one machine (tests, benchmarks) would share its path
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def post_worker_init(worker):
+    """Ask WeChat once per start whether the mini-program is trade-managed, and log it (in the background:
+    a WeChat that cannot be reached never delays or fails the start; one worker asks for all)."""
+    from miniapp_server.services.trade_management import check_at_start
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "app_context"):
+        check_at_start(app)

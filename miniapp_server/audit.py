@@ -105,7 +105,9 @@ def request_id_from_attach(attach: str | None) -> str | None:
 def outgoing(path: str, request: Mapping[str, Any], answer: Mapping[str, Any] | None, outcome: str,
              seconds: float) -> None:
     """The clients' `on_exchange` hook. Never raises: the audit must not break a payment."""
-    no = request.get("out_trade_no") or (answer or {}).get("out_trade_no") or _ORDER.get()
+    key = request.get("order_key") if isinstance(request.get("order_key"), Mapping) else {}
+    no = request.get("out_trade_no") or key.get("out_trade_no") or request.get("merchant_trade_no") \
+        or (answer or {}).get("out_trade_no") or _ORDER.get()
     record("out", path, request, answer, outcome, seconds, out_trade_no=no)
 
 

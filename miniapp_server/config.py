@@ -126,6 +126,13 @@ class Config:
     BILLS_RECONCILE: bool = True  # reconcile checks yesterday's bills once WeChat has made them
     BILLS_FUND_FLOW: str = "auto"  # auto (v3, or v2 with a client certificate) | 1 | 0
     BILLS_RETRY_MINUTES: int = 30  # a failed bill check is tried again by reconcile after this long
+    # Fulfilment (docs/shipping.md): WeChat's order-shipping management.
+    AUTO_SHIP_VIRTUAL: bool = False  # ship (virtual goods) every order as soon as it is paid
+    SHIPPING_EXPRESS_CODES: str = ""  # more express company codes of WeChat's list, comma-separated
+    SHIPPING_CONSIGNOR_PHONE: str = ""  # the shop's phone, the SF contact when the buyer's is unknown
+    SHIPPING_NOT_FOUND_GRACE: int = 1800  # seconds after payment WeChat's 10060001 is taken as "not yet"
+    WECHAT_MSG_JUMP_PATH: str = "pages/order-detail/order-detail"  # set_msg_jump_path's path
+    WECHAT_TRADE_MANAGED_CHECK: bool = True  # ask is_trade_managed once when the server starts
     EMBEDDED_STORE_PATH: str = ""
     STORE_PREFIX: str = "miniapp:"  # Redis key prefix
     STORE_TIMEOUT: float = 0.5  # seconds a store call may wait (Redis connect/read; the embedded store twice it)
@@ -207,6 +214,13 @@ class Config:
         if cfg.BILLS_FUND_FLOW not in ("auto", "1", "0", "true", "false", "yes", "no", "on", "off"):
             raise ConfigError("BILLS_FUND_FLOW must be auto, 1 or 0")
         cfg.BILLS_RETRY_MINUTES = _int(env, "BILLS_RETRY_MINUTES", cls.BILLS_RETRY_MINUTES)
+        cfg.AUTO_SHIP_VIRTUAL = _flag(env.get("AUTO_SHIP_VIRTUAL"))
+        cfg.SHIPPING_EXPRESS_CODES = env.get("SHIPPING_EXPRESS_CODES", "")
+        cfg.SHIPPING_CONSIGNOR_PHONE = env.get("SHIPPING_CONSIGNOR_PHONE", "").strip()
+        cfg.SHIPPING_NOT_FOUND_GRACE = _int(env, "SHIPPING_NOT_FOUND_GRACE", cls.SHIPPING_NOT_FOUND_GRACE)
+        cfg.WECHAT_MSG_JUMP_PATH = env.get("WECHAT_MSG_JUMP_PATH", "") or cls.WECHAT_MSG_JUMP_PATH
+        check_raw = env.get("WECHAT_TRADE_MANAGED_CHECK")
+        cfg.WECHAT_TRADE_MANAGED_CHECK = _flag(check_raw) if check_raw not in (None, "") else True
         cfg.EMBEDDED_STORE_PATH = env.get("EMBEDDED_STORE_PATH", "") or os.path.join(
             os.path.abspath(instance_path), "store.sqlite3"
         )

@@ -20,6 +20,7 @@ from .wechat.pay.client import PayClient, PayCredentials
 from .wechat.pay.gateway import (V2, V3, PayGateway, V2Gateway, V3Gateway, is_signature_probe,
                                   is_v3_notification)
 from .wechat.pay.v3.client import PayClientV3
+from .wechat.shipping import ShippingAPI
 from .wechat.token import AccessTokenManager
 
 OFFICIAL_API_BASE = "https://api.weixin.qq.com"
@@ -51,6 +52,7 @@ class WeChatState:
     gateway: PayGateway  # the API that WECHAT_PAY_API names: what the services use
     gateways: dict[str, PayGateway] = field(default_factory=dict)  # by API, for notifications of either
     pay_v3: PayClientV3 | None = None
+    shipping: ShippingAPI | None = None
 
 
 class WeChatExtension:
@@ -93,6 +95,7 @@ class WeChatExtension:
             gateway=gateways.get(cfg["WECHAT_PAY_API"]) or V2Gateway(pay),
             gateways=gateways,
             pay_v3=pay_v3,
+            shipping=ShippingAPI(miniapp),
         )
 
     @property
@@ -135,6 +138,12 @@ class WeChatExtension:
         if kind == "refund":
             return gateway.parse_refund_notification(headers, body)
         return gateway.parse_payment_notification(headers, body)
+
+    @property
+    def shipping(self) -> ShippingAPI:
+        """The order-shipping management calls (`/wxa/sec/order/*`); pair them with `access_token.call`."""
+        assert self.state.shipping is not None
+        return self.state.shipping
 
     @property
     def access_token(self) -> AccessTokenManager:

@@ -6,6 +6,7 @@ import enum
 import secrets
 from datetime import date, datetime, timezone
 
+from flask import current_app, has_app_context
 from sqlalchemy import (CheckConstraint, Date, DateTime, ForeignKey, Index, Integer, String, Text,
                         TypeDecorator, UniqueConstraint)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -43,6 +44,8 @@ class UTCDateTime(TypeDecorator):
 class OrderStatus(str, enum.Enum):
     UNPAID = "unpaid"
     PAID = "paid"
+    SHIPPED = "shipped"  # an operator shipped it (all of it, for split shipping)
+    COMPLETED = "completed"  # WeChat says the buyer confirmed receipt or the trade settled
     CLOSED = "closed"
     REFUNDING = "refunding"
     REFUNDED = "refunded"
@@ -97,7 +100,8 @@ class Order(db.Model):
     __tablename__ = "orders"
     __table_args__ = (
         CheckConstraint("total_fee > 0", name="total_positive"),
-        CheckConstraint("status IN ('unpaid', 'paid', 'closed', 'refunding', 'refunded')", name="status_known"),
+        CheckConstraint("status IN ('unpaid', 'paid', 'shipped', 'completed', 'closed', 'refunding', 'refunded')",
+                        name="status_known"),
         Index("ix_orders_user_created", "user_id", "created_at"),
         Index("ix_orders_status_created", "status", "created_at"),
         Index("ix_orders_status_expires", "status", "expires_at"),  # reconcile: unpaid orders past their time
@@ -116,6 +120,8 @@ class Order(db.Model):
     transaction_id: Mapped[str | None] = mapped_column(String(32), index=True)
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    shipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when everything was shipped
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # WeChat: receipt confirmed / trade settled
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     refunded_fee: Mapped[int] = mapped_column(Integer, default=0)
     anomaly: Mapped[str | None] = mapped_column(String(32), index=True)
@@ -132,6 +138,20 @@ class Order(db.Model):
                                                     order_by="OrderItem.id")
     payments: Mapped[list["Payment"]] = relationship(back_populates="order", order_by="Payment.id")
     refunds: Mapped[list["Refund"]] = relationship(back_populates="order", order_by="Refund.id")
+    shipments: Mapped[list["Shipment"]] = relationship(back_populates="order",
+                                                       order_by="[Shipment.upload_no, Shipment.package_no]")
+
+    @property
+    def current_shipments(self) -> list["Shipment"]:
+        """The packages as they stand (a change of shipping information replaces the earlier ones)."""
+        return [s for s in self.shipments if not s.superseded]
+
+    def confirm_receipt(self) -> dict | None:
+        """What the mini-program gives `wx.openBusinessView({businessType: 'weappOrderConfirm', extraData})`."""
+        if not self.transaction_id:
+            return None
+        mch_id = current_app.config.get("WECHAT_MCH_ID") if has_app_context() else None
+        return {"merchant_id": mch_id, "merchant_trade_no": self.out_trade_no, "transaction_id": self.transaction_id}
 
     def to_dict(self) -> dict:
         return {
@@ -147,6 +167,10 @@ class Order(db.Model):
             "closed_at": self.closed_at.isoformat() if self.closed_at else None,
             "transaction_id": self.transaction_id,
             "refunded_fee": self.refunded_fee,
+            "shipped_at": self.shipped_at.isoformat() if self.shipped_at else None,
+            "received_at": self.received_at.isoformat() if self.received_at else None,
+            "shipments": [s.to_dict() for s in self.current_shipments],
+            "confirm_receipt": self.confirm_receipt(),
         }
 
 
@@ -253,6 +277,80 @@ class Refund(db.Model):
                 "transaction_id": self.transaction_id, "status": self.status, "reason": self.reason,
                 "failure": self.failure, "created_at": self.created_at.isoformat(),
                 "succeeded_at": self.succeeded_at.isoformat() if self.succeeded_at else None}
+
+
+class LogisticsType(str, enum.Enum):
+    """WeChat's `logistics_type`: 1 express, 2 same-city delivery, 3 virtual goods, 4 picked up by the buyer."""
+
+    EXPRESS = "express"
+    SAME_CITY = "same_city"
+    VIRTUAL = "virtual"
+    PICKUP = "pickup"
+
+
+class UploadState(str, enum.Enum):
+    PENDING = "pending"  # stored; WeChat has not (knowingly) accepted it: tried again by reconcile
+    UPLOADED = "uploaded"  # WeChat accepted it
+    FAILED = "failed"  # WeChat refused it in a way retrying cannot fix: an operator must act
+
+
+class Shipment(db.Model):
+    """One package of an order, and the state of its upload to WeChat's order-shipping management.
+
+    One `flask orders ship` is one upload (`upload_no`) of one or more packages (`package_no`);
+    every package of an upload shares its state, attempts and WeChat's answer.
+    """
+
+    __tablename__ = "shipments"
+    __table_args__ = (
+        CheckConstraint("logistics_type IN ('express', 'same_city', 'virtual', 'pickup')", name="logistics_known"),
+        CheckConstraint("upload_state IN ('pending', 'uploaded', 'failed')", name="upload_state_known"),
+        CheckConstraint("delivery_mode IN (1, 2)", name="delivery_mode_known"),
+        UniqueConstraint("order_id", "upload_no", "package_no", name="uq_shipments_package"),
+        Index("ix_shipments_state_created", "upload_state", "created_at"),  # reconcile: uploads left pending
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    upload_no: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per order
+    package_no: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per upload
+    logistics_type: Mapped[str] = mapped_column(String(16))
+    delivery_mode: Mapped[int] = mapped_column(Integer, default=1)  # 1 unified, 2 split
+    is_all_delivered: Mapped[bool] = mapped_column(default=True)
+    is_change: Mapped[bool] = mapped_column(default=False)  # re-ships what WeChat already accepted (once per order)
+    superseded: Mapped[bool] = mapped_column(default=False)  # replaced by a later upload
+    express_company: Mapped[str | None] = mapped_column(String(32))
+    tracking_no: Mapped[str | None] = mapped_column(String(128))
+    item_desc: Mapped[str] = mapped_column(String(120))
+    receiver_contact: Mapped[str | None] = mapped_column(String(32))  # masked, as WeChat wants it
+    consignor_contact: Mapped[str | None] = mapped_column(String(32))  # masked
+    upload_state: Mapped[str] = mapped_column(String(16), default=UploadState.PENDING.value)
+    upload_time: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # sent as is on every attempt
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    errcode: Mapped[int | None] = mapped_column(Integer)  # WeChat's last errcode, if it answered one
+    errmsg: Mapped[str | None] = mapped_column(String(255))
+    last_error: Mapped[str | None] = mapped_column(String(255))  # what went wrong last, in our words
+    uploaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    order: Mapped[Order] = relationship(back_populates="shipments")
+
+    def to_dict(self) -> dict:
+        """What the buyer sees (the contract's shape): no upload state, no contacts."""
+        return {"logistics_type": self.logistics_type, "express_company": self.express_company,
+                "tracking_no": self.tracking_no, "item_desc": self.item_desc}
+
+    def operator_dict(self) -> dict:
+        return {**self.to_dict(), "upload_no": self.upload_no, "package_no": self.package_no,
+                "delivery_mode": self.delivery_mode, "is_all_delivered": self.is_all_delivered,
+                "is_change": self.is_change, "superseded": self.superseded,
+                "receiver_contact": self.receiver_contact, "consignor_contact": self.consignor_contact,
+                "upload_state": self.upload_state, "attempts": self.attempts, "errcode": self.errcode,
+                "errmsg": self.errmsg, "last_error": self.last_error,
+                "upload_time": self.upload_time.isoformat() if self.upload_time else None,
+                "uploaded_at": self.uploaded_at.isoformat() if self.uploaded_at else None,
+                "created_at": self.created_at.isoformat() if self.created_at else None}
 
 
 class WeChatExchange(db.Model):

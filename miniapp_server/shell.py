@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from . import models
 from .extensions import db
-from .models import (Order, OrderItem, OrderStatus, Payment, PaymentNotification, Product, Refund, RefundStatus, User,
-                     WeChatExchange, utcnow)
+from .models import (Order, OrderItem, OrderStatus, Payment, PaymentNotification, Product, Refund, RefundStatus,
+                     Shipment, UploadState, User, WeChatExchange, utcnow)
 
 
 def find_order(out_trade_no: str) -> Order | None:
@@ -39,9 +39,23 @@ def exchanges(out_trade_no: str) -> list[WeChatExchange]:
     return exchanges_for(out_trade_no)
 
 
+def shipments(out_trade_no: str) -> list[dict]:
+    """An order's shipments with their upload state (WeChat's errcode and errmsg when it refused one)."""
+    order = find_order(out_trade_no)
+    return [s.operator_dict() for s in order.shipments] if order else []
+
+
+def pending_shipments(limit: int = 50) -> list[Shipment]:
+    """Shipments whose upload WeChat has not accepted yet (pending) or refused (failed), oldest first."""
+    return list(db.session.execute(
+        select(Shipment).where(Shipment.upload_state != UploadState.UPLOADED.value, Shipment.superseded.is_(False))
+        .order_by(Shipment.created_at).limit(limit)).scalars())
+
+
 def shell_context() -> dict:
     from .services.reconcile import reconcile
     from .services.refunds import refund_order
+    from .services.shipping import ship_order
 
     return {
         "db": db, "select": select, "models": models,
@@ -50,4 +64,6 @@ def shell_context() -> dict:
         "OrderStatus": OrderStatus, "RefundStatus": RefundStatus,
         "find_order": find_order, "user_orders": user_orders, "recent_anomalies": recent_anomalies,
         "exchanges": exchanges, "refund_order": refund_order, "reconcile": reconcile,
+        "Shipment": Shipment, "UploadState": UploadState, "ship_order": ship_order, "shipments": shipments,
+        "pending_shipments": pending_shipments,
     }

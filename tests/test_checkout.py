@@ -148,4 +148,4 @@ def test_renew_explains_why_it_cannot(client, user, order):
 
 
 def test_checkout_link_for_an_unknown_order_exits_3(runner):
-    assert runner.invoke(args=["orders", "checkout-link", "nope"]).exit_code == 3
+    assert runner.invoke(args=["orders", "checkout-link", "nope"]).exit_code == 1  # an unknown order is bad input

@@ -1,5 +1,6 @@
 """`flask orders ...` and `flask shell` for operators: readable tables, --json, exit codes scripts can use
-(0 done, 1 failed or refused, 2 bad usage, 3 not found)."""
+(the contract's: 0 done, 1 refused (wrong state or bad input; an unknown order is bad input), 2 usage,
+3 WeChat failed or unreachable)."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def test_show_tells_the_whole_story(app, runner, client, user):
     assert {"request", "response"}.isdisjoint(data["exchanges"][0])  # the bodies stay in the audit table
 
     missing = run(runner, "show", "nosuchorder")
-    assert missing.exit_code == 3 and "no order nosuchorder" in missing.stderr
+    assert missing.exit_code == 1 and "no order nosuchorder" in missing.stderr
 
 
 def test_sync_finds_a_payment_whose_notification_was_lost(make_app):
@@ -89,7 +90,7 @@ def test_sync_finds_a_payment_whose_notification_was_lost(make_app):
         assert result.exit_code == 0 and result.stdout.strip() == f"{order['out_trade_no']}: unpaid -> paid"
         again = json.loads(run(runner, "sync", order["out_trade_no"], "--json").stdout)
         assert again == {"out_trade_no": order["out_trade_no"], "before": "paid", "status": "paid"}
-        assert run(runner, "sync", "nosuchorder").exit_code == 3
+        assert run(runner, "sync", "nosuchorder").exit_code == 1
 
 
 def test_close(app, runner, client, user):
@@ -116,18 +117,18 @@ def test_refund_exit_codes(app, runner, client, user):
     assert too_much.exit_code == 1 and "would exceed what was paid" in too_much.stderr
     assert run(runner, "refund", no, "--fee", "0").exit_code == 2
     assert run(runner, "refund", no, "--fee", "ten").exit_code == 2
-    assert run(runner, "refund", "nosuchorder").exit_code == 3
-    assert run(runner, "refund", no, "--transaction", "4200000000000000000000000000").exit_code == 3
+    assert run(runner, "refund", "nosuchorder").exit_code == 1
+    assert run(runner, "refund", no, "--transaction", "4200000000000000000000000000").exit_code == 1
     assert run(runner, "refund", new_order(client, user)["out_trade_no"]).exit_code == 1  # nothing paid
 
     client.post("/sandbox/control/refund-behaviour", json={"fail_next": "NOTENOUGH"})
     refused = run(runner, "refund", no, "--fee", "100", "--json")
-    assert refused.exit_code == 1 and "WeChat refused the refund" in refused.stderr
+    assert refused.exit_code == 3 and "WeChat refused the refund" in refused.stderr
     assert json.loads(refused.stdout)["status"] == "failed"
 
     client.post("/sandbox/control/refund-behaviour", json={"fail_next": "SYSTEMERROR"})
     unanswered = run(runner, "refund", no, "--fee", "100")
-    assert unanswered.exit_code == 1 and "run the same command again" in unanswered.stderr
+    assert unanswered.exit_code == 3 and "run the same command again" in unanswered.stderr
     resumed = run(runner, "refund", no, "--json")  # the same command resumes the same refund
     assert resumed.exit_code == 0
     data = json.loads(resumed.stdout)
@@ -153,7 +154,7 @@ def test_reconcile_prints_a_summary_and_json_lines(app, runner, client, user):
     assert passes[0]["run_id"] != passes[1]["run_id"]
 
 
-def test_reconcile_exits_1_when_wechat_fails(app, runner, client, user, monkeypatch):
+def test_reconcile_exits_3_when_wechat_fails(app, runner, client, user, monkeypatch):
     from miniapp_server.extensions import wechat
     from miniapp_server.wechat.errors import WeChatUnavailable
 
@@ -165,14 +166,15 @@ def test_reconcile_exits_1_when_wechat_fails(app, runner, client, user, monkeypa
 
     monkeypatch.setattr(wechat.gateway, "query", down)
     result = runner.invoke(args=["orders", "reconcile", "--older-than", "0", "--json"])
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     summary = json.loads(result.stdout)
     assert summary["errors"] == 1 and order["out_trade_no"] in summary["failures"][0]
     assert "failed:" in result.stderr
 
 
 @pytest.mark.parametrize("name", ["db", "select", "Order", "Refund", "WeChatExchange", "find_order", "user_orders",
-                                  "recent_anomalies", "exchanges", "refund_order", "reconcile"])
+                                  "recent_anomalies", "exchanges", "refund_order", "reconcile", "Shipment",
+                                  "ship_order", "shipments", "pending_shipments"])
 def test_the_shell_opens_with_the_helpers(app, name):
     assert name in app.make_shell_context()
 
@@ -184,3 +186,24 @@ def test_shell_helpers_work(app, client, user):
     assert [o.out_trade_no for o in ctx["user_orders"](user["user"]["id"])] == [order["out_trade_no"]]
     assert [x.path for x in ctx["exchanges"](order["out_trade_no"])] == [wechat_path(app, "prepay"), "/api/pay/notify"]
     assert ctx["recent_anomalies"]() == []
+    assert ctx["shipments"](order["out_trade_no"]) == []
+    ctx["ship_order"](ctx["find_order"](order["out_trade_no"]), "pickup")
+    (shipment,) = ctx["shipments"](order["out_trade_no"])
+    assert shipment["logistics_type"] == "pickup" and shipment["upload_state"] == "uploaded"
+    assert ctx["pending_shipments"]() == []
+
+
+def test_every_orders_command_takes_json(app, runner):
+    import click
+
+    from miniapp_server.cli.orders import orders
+
+    def leaves(group, prefix=""):
+        for name, command in group.commands.items():
+            if isinstance(command, click.Group):
+                yield from leaves(command, f"{prefix}{name} ")
+            else:
+                yield prefix + name, command
+
+    without = [name for name, command in leaves(orders) if not any(p.name == "as_json" for p in command.params)]
+    assert without == []

@@ -91,6 +91,9 @@ def test_the_sandbox_journey_and_demo_command_against_a_real_server(gunicorn):
     no = re.search(r"order (\w{32}) is paid", result.stdout).group(1)
     notes = requests.get(server.url + "/sandbox/control/notifications", params={"out_trade_no": no}, timeout=10).json()
     assert notes["items"][0]["acknowledged"] is True and notes["items"][0]["attempt"] == 1
+    assert f"order {no} is shipped: SF SF" in result.stdout  # the journey goes on: shipped, uploaded to WeChat
+    uploads = requests.get(server.url + "/sandbox/control/shipping", params={"out_trade_no": no}, timeout=10).json()
+    assert [u["verdict"] for u in uploads["items"]] == ["ok"] and uploads["order_state"] == 2
 
 
 def test_demo_command_fails_clearly_without_a_server(runner):

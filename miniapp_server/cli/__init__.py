@@ -5,6 +5,7 @@ from flask import Flask
 
 def register(app: Flask) -> None:
     from . import bills, refunds  # noqa: F401  (add `refund`, `reconcile` and `bills` to `flask orders`)
+    from . import shipping  # noqa: F401  (adds `ship`, `ship-batch`, `trade-managed`, `set-jump-path`)
     from .orders import orders
     from .products import products
     from .sandbox import sandbox

@@ -1,6 +1,7 @@
 """`flask orders`: look at orders and act on them, with exit codes scripts can use.
 
-Exit codes: 0 done, 1 failed (WeChat refused or an error), 2 bad usage, 3 not found.
+Exit codes (the contract's): 0 done, 1 refused (wrong state or bad input; an unknown order is bad
+input), 2 usage, 3 WeChat failed (refused or gave no usable answer) or unreachable.
 """
 
 from __future__ import annotations
@@ -19,7 +20,19 @@ from ..shell import find_order
 
 orders = AppGroup("orders", help="List, show, sync, close and refund orders; reconcile them with WeChat.")
 
-NOT_FOUND = 3
+DONE, REFUSED, USAGE, WECHAT_FAILED = 0, 1, 2, 3
+
+
+def refuse(message: str) -> None:
+    """We will not do it (wrong state, bad input, unknown order): exit 1."""
+    click.echo(message, err=True)
+    sys.exit(REFUSED)
+
+
+def wechat_failed(message: str) -> None:
+    """WeChat refused it or could not be reached: exit 3."""
+    click.echo(message, err=True)
+    sys.exit(WECHAT_FAILED)
 
 
 def _emit(data, as_json: bool, table) -> None:
@@ -32,9 +45,8 @@ def _emit(data, as_json: bool, table) -> None:
 def _order_or_exit(no: str) -> Order:
     order = find_order(no)
     if order is None:
-        click.echo(f"no order {no}", err=True)
-        sys.exit(NOT_FOUND)
-    return order
+        refuse(f"no order {no}")
+    return order  # type: ignore[return-value]
 
 
 def order_summary(o: Order) -> dict:
@@ -91,12 +103,14 @@ def show(out_trade_no: str, as_json: bool) -> None:
             "payments": [{**p.to_dict(), "refunded_fee": refunded.get(p.transaction_id, 0)} for p in o.payments],
             "notifications": [n.to_dict() for n in notes], "refunds": [r.to_dict() for r in o.refunds],
             "messages": [m.to_dict() for m in messages_for(o.id)],
+            "shipments": [s.operator_dict() for s in o.shipments],
             "exchanges": [{k: v for k, v in x.to_dict().items() if k not in ("request", "response")}
                           for x in exchanges_for(o.out_trade_no)]}
 
     def table(d):
         for key in ("out_trade_no", "status", "total_fee", "refunded_fee", "user_id", "trade_type", "prepay_id",
-                    "transaction_id", "created_at", "paid_at", "closed_at", "expires_at", "anomaly", "anomaly_detail"):
+                    "transaction_id", "created_at", "paid_at", "shipped_at", "received_at", "closed_at", "expires_at",
+                    "anomaly", "anomaly_detail"):
             click.echo(f"{key:<15} {d[key] if d[key] is not None else '-'}")
         click.echo("items:")
         for i in d["items"]:
@@ -113,6 +127,16 @@ def show(out_trade_no: str, as_json: bool) -> None:
         for r in d["refunds"]:
             click.echo(f"  {r['out_refund_no']}  {r['refund_fee']:>9}  {r['status']:<10}  {r['transaction_id'] or '-'}"
                        f"  {r['failure'] or ''}")
+        click.echo("shipments:")
+        for sh in d["shipments"]:
+            what = (f"{sh['express_company']} {sh['tracking_no']}" if sh["logistics_type"] == "express"
+                    else sh["logistics_type"])
+            state = sh["upload_state"] + (f" ({sh['errcode']} {sh['errmsg']})" if sh["errcode"] else "")
+            note = " superseded" if sh["superseded"] else (" change" if sh["is_change"] else "")
+            click.echo(f"  #{sh['upload_no']}.{sh['package_no']}  {what:<28}  {state:<24}  attempts {sh['attempts']}"
+                       f"{note}  {sh['item_desc']}")
+            if sh["upload_state"] != "uploaded" and sh["last_error"]:
+                click.echo(f"      last error: {sh['last_error']}")
         click.echo("messages:")
         for m in d["messages"]:
             click.echo(f"  {m['event']:<8}  {m['template_id']:<43}  {m['state']:<8}  {(m['sent_at'] or '-')[:19]:<19}"
@@ -138,11 +162,9 @@ def sync(out_trade_no: str, as_json: bool) -> None:
     try:
         o = sync_order(o)
     except WeChatError as err:
-        click.echo(f"WeChat: {err}", err=True)
-        sys.exit(1)
+        wechat_failed(f"WeChat: {err}")
     except ApiError as err:
-        click.echo(err.message, err=True)
-        sys.exit(1)
+        refuse(err.message)
     _emit({"out_trade_no": o.out_trade_no, "before": before, "status": o.status}, as_json,
           lambda d: click.echo(f"{d['out_trade_no']}: {d['before']} -> {d['status']}"))
 
@@ -159,22 +181,21 @@ def close(out_trade_no: str, as_json: bool) -> None:
     try:
         o = close_order(o)
     except WeChatError as err:
-        click.echo(f"WeChat: {err}", err=True)
-        sys.exit(1)
+        wechat_failed(f"WeChat: {err}")
     except ApiError as err:
-        click.echo(err.message, err=True)
-        sys.exit(1)
+        refuse(err.message)
     _emit({"out_trade_no": o.out_trade_no, "status": o.status}, as_json,
           lambda d: click.echo(f"{d['out_trade_no']}: {d['status']}"))
     if o.status != OrderStatus.CLOSED.value:
-        sys.exit(1)
+        sys.exit(REFUSED)
 
 
 @orders.command("checkout-link")
 @click.argument("out_trade_no")
 @click.option("--base-url", default=None,
               help="the address customers reach this server at  [default: where `make run` serves]")
-def checkout_link(out_trade_no: str, base_url: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True)
+def checkout_link(out_trade_no: str, base_url: str | None, as_json: bool) -> None:
     """Print a signed link to the order's scan-to-pay checkout page (it expires; see CHECKOUT_LINK_TTL)."""
     import os
 
@@ -187,4 +208,5 @@ def checkout_link(out_trade_no: str, base_url: str | None) -> None:
 
     o = _order_or_exit(out_trade_no)
     with current_app.test_request_context(base_url=base_url):
-        click.echo(checkout_url(o.out_trade_no))
+        url = checkout_url(o.out_trade_no)
+    _emit({"out_trade_no": o.out_trade_no, "url": url}, as_json, lambda d: click.echo(d["url"]))

@@ -13,9 +13,7 @@ from ..errors import ApiError
 from ..extensions import db
 from ..logging_setup import run_id
 from ..models import RefundStatus
-from .orders import NOT_FOUND, _emit, _order_or_exit, orders
-
-FAILED = 1
+from .orders import WECHAT_FAILED, _emit, _order_or_exit, orders, refuse
 
 
 @orders.command("refund")
@@ -37,8 +35,7 @@ def refund(out_trade_no: str, fee: int | None, reason: str | None, transaction_i
         try:
             outcome = refund_order(o, fee=fee, reason=reason, transaction_id=transaction_id)
         except ApiError as err:
-            click.echo(f"refused: {err.message}", err=True)
-            sys.exit(NOT_FOUND if err.status == 404 else FAILED)
+            refuse(f"refused: {err.message}")
         r = outcome.refund
         order = r.order
         db.session.refresh(order)
@@ -54,11 +51,11 @@ def refund(out_trade_no: str, fee: int | None, reason: str | None, transaction_i
         _emit(data, as_json, table)
         if r.status == RefundStatus.FAILED.value:
             click.echo(f"WeChat refused the refund: {outcome.error or r.failure}", err=True)
-            sys.exit(FAILED)
+            sys.exit(WECHAT_FAILED)
         if r.status == RefundStatus.PENDING.value:
             click.echo(f"WeChat gave no answer ({outcome.error}); run the same command again to resume "
                        f"{r.out_refund_no} (reconcile does too)", err=True)
-            sys.exit(FAILED)
+            sys.exit(WECHAT_FAILED)
 
 
 @orders.command("reconcile")
@@ -99,4 +96,4 @@ def reconcile_cmd(older_than: int, limit: int, watch: bool, interval: int, itera
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if not watch and errors:
-        sys.exit(FAILED)
+        sys.exit(WECHAT_FAILED)  # what failed is WeChat (or the database): the summary names each

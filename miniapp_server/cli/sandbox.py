@@ -109,4 +109,34 @@ def demo(url: str | None, timeout: float) -> None:
     click.echo(f"  order {no} is {status}")
     if status != "paid":
         sys.exit(1)
-    click.echo("journey complete: the order was made paid by WeChat's signed notification")
+    click.echo("  the order was made paid by WeChat's signed notification")
+    shipped = _ship(no)
+    view = step("check the order", "GET", f"/api/orders/{no}")
+    if view["status"] != "shipped" or not view["shipments"]:
+        click.echo(f"✗ the order is {view['status']}, not shipped", err=True)
+        sys.exit(1)
+    package = view["shipments"][0]
+    click.echo(f"  order {no} is shipped: {package['express_company']} {package['tracking_no']}; WeChat's "
+               f"order-shipping management has it ({shipped})")
+    click.echo("journey complete: paid by WeChat's signed notification, shipped and uploaded to WeChat")
+
+
+def _ship(no: str) -> str:
+    """Ship the order as an operator would (`flask orders ship NO --express SF ...`), on this shell's database."""
+    from ..services.shipping import PackageIn, ship_order
+    from ..shell import find_order
+
+    order = find_order(no)
+    if order is None:
+        click.echo(f"✗ order {no} is not in this shell's database: run the demo where the server runs "
+                   "(same DATABASE_URL), or ship it there with `flask orders ship`", err=True)
+        sys.exit(1)
+    tracking = "SF" + uuid.uuid4().hex[:12].upper()
+    outcome = ship_order(order, "express", [PackageIn(tracking_no=tracking, express_company="SF",
+                                                      receiver_phone="13800138000")])
+    click.echo(f"{'✓' if outcome.upload_state == 'uploaded' else '✗'} ship it (flask orders ship {no} --express SF "
+               f"--tracking {tracking}): upload to /wxa/sec/order/upload_shipping_info {outcome.upload_state}")
+    if outcome.upload_state != "uploaded":
+        click.echo(f"  {outcome.error}", err=True)
+        sys.exit(1)
+    return f"upload {outcome.upload_state}"

@@ -17,6 +17,7 @@ from ..message_settings import SANDBOX_TEMPLATES, parse_fields
 from .emulator import PREPAY_TTL, Emulator, Merchant, SandboxError
 from .messages import MessageDesk
 from .refunds import RefundDesk
+from .shipping import ShippingDesk
 from .transport import WSGIAdapter
 from .v3 import SandboxEmulator, SandboxRefundDesk
 
@@ -121,19 +122,6 @@ def getuserphonenumber():
                                          request.get_json(silent=True, force=True))
 
 
-@bp.post("/wxa/sec/order/is_trade_managed")
-def is_trade_managed():
-    """Trade management (发货信息管理): the sandbox's mini-program is managed, as shops taking WeChat Pay are."""
-    emu = emulator()
-    refused = emu.tokens.refusal(request.args.get("access_token", ""))
-    if refused:
-        return refused
-    body = request.get_json(silent=True, force=True)
-    if not isinstance(body, dict) or body.get("appid") != emu.merchant.appid:
-        return {"errcode": 40013, "errmsg": "invalid appid"}
-    return {"errcode": 0, "errmsg": "ok", "is_trade_managed": True}
-
-
 @bp.post("/pay/unifiedorder")
 def unifiedorder():
     return _xml(emulator().unifiedorder(request.get_data()))
@@ -175,7 +163,8 @@ def control_calls():
     emu = emulator()
     return {name: emu.call_count(name) for name in ("jscode2session", "token", "unifiedorder", "orderquery",
                                                     "closeorder", "stable_token", "getuserphonenumber", "refund",
-                                                    "refundquery", "subscribe_send")}
+                                                    "refundquery", "subscribe_send", "upload_shipping_info",
+                                                    "get_order", "is_trade_managed", "set_msg_jump_path")}
 
 
 @bp.post("/control/revoke-token")
@@ -331,3 +320,56 @@ def control_bills():
     if request.method == "GET":
         return emulator().bills.knob()
     return emulator().bills.set_knob(request.get_json(silent=True, force=True))
+
+
+# -- order-shipping management (sandbox/shipping.py) -----------------------------------------------
+
+def shipping_desk() -> ShippingDesk:
+    """The sandbox's shipping management; `order_state()` and `mark_receipt_confirmed()` serve the push half."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    desk = app.extensions.get("sandbox_shipping")
+    if desk is None:
+        desk = app.extensions["sandbox_shipping"] = ShippingDesk(emulator())
+    return desk
+
+
+@bp.post("/wxa/sec/order/upload_shipping_info")
+def upload_shipping_info():
+    return shipping_desk().upload_shipping_info(request.args.get("access_token", ""),
+                                                request.get_json(silent=True, force=True))
+
+
+@bp.post("/wxa/sec/order/get_order")
+def shipping_get_order():
+    return shipping_desk().get_order(request.args.get("access_token", ""), request.get_json(silent=True, force=True))
+
+
+@bp.post("/wxa/sec/order/is_trade_managed")
+def is_trade_managed():
+    """Trade management (发货信息管理): managed unless `control/shipping-behaviour` says otherwise."""
+    return shipping_desk().is_trade_managed(request.args.get("access_token", ""),
+                                            request.get_json(silent=True, force=True))
+
+
+@bp.post("/wxa/sec/order/set_msg_jump_path")
+def set_msg_jump_path():
+    return shipping_desk().set_msg_jump_path(request.args.get("access_token", ""),
+                                             request.get_json(silent=True, force=True))
+
+
+@bp.get("/control/shipping")
+def control_shipping():
+    """Every shipping upload the sandbox received, with its verdict (`?out_trade_no=` for one order's)."""
+    desk = shipping_desk()
+    no = request.args.get("out_trade_no")
+    answer = {"items": desk.uploads(no), "jump_path": desk.jump_path(), "behaviour": desk.behaviour()}
+    if no:
+        answer["order_state"] = desk.order_state(out_trade_no=no)
+    return answer
+
+
+@bp.post("/control/shipping-behaviour")
+def control_shipping_behaviour():
+    """`{"fail_next": -1}` (transient) or `{"fail_next": 10060003}` (permanent) for the next upload;
+    `{"lose_next_answer": true}` applies the next upload but answers -1; `{"trade_managed": false}`."""
+    return shipping_desk().set_behaviour(request.get_json(silent=True, force=True))

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import func
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import joinedload, selectinload
 
 from ..errors import bad_request, not_found
 from ..extensions import db
@@ -82,14 +82,14 @@ def create_order(user_id: int, raw_items: Any) -> Order:
 def get_own_order(user_id: int, out_trade_no: str, *, with_items: bool = False) -> Order:
     """The caller's order; someone else's is simply not found.
 
-    `with_items` loads its lines in the same query (a join), for a caller that shows them:
-    lazily they would cost a second round trip to the database.
+    `with_items` loads its lines and shipments in the same query (a join), for a caller that
+    shows them: lazily they would cost more round trips to the database.
     """
     if not out_trade_no or len(out_trade_no) > 32:
         raise not_found("no such order")
     query = db.select(Order).filter_by(out_trade_no=out_trade_no, user_id=user_id)
     if with_items:
-        query = query.options(joinedload(Order.items))
+        query = query.options(joinedload(Order.items), joinedload(Order.shipments))
     order = db.session.execute(query).unique().scalar_one_or_none()
     if order is None:
         raise not_found("no such order")
@@ -101,6 +101,7 @@ def list_own_orders(user_id: int, page: int, per_page: int) -> dict[str, Any]:
     orders = db.session.execute(
         db.select(Order).filter_by(user_id=user_id).order_by(Order.created_at.desc(), Order.id.desc())
         .limit(per_page).offset((page - 1) * per_page)
+        .options(selectinload(Order.items), selectinload(Order.shipments))  # a query each, not one per order
     ).scalars().all()
     return {"items": [o.to_dict() for o in orders], "page": page, "per_page": per_page, "total": total,
             "has_more": page * per_page < total}

@@ -147,6 +147,12 @@ def apply_payment(*, out_trade_no: str, transaction_id: str, total_fee: int, tim
             db.session.commit()
             log.info("payment %s for %s via %s: %s", transaction_id, out_trade_no, source, verdict)
             messages.send_ready()  # the buyer's "paid" message, now that the payment is committed
+            if verdict == PAID and current_app.config.get("AUTO_SHIP_VIRTUAL"):
+                # After the payment's commit, never inside it: a failure here cannot undo the payment,
+                # and reconcile ships what is left unshipped.
+                from .shipping import auto_ship_virtual
+
+                auto_ship_virtual(out_trade_no)
             return verdict
         except IntegrityError:
             # A concurrent copy recorded this transaction first; the next pass sees it as a duplicate.

@@ -14,7 +14,11 @@ One pass:
    first, so no message goes twice from two passes or a pass and a request);
 5. yesterday's bills (China time), once WeChat has made them (after 10:00 China time), and again
    after a failed check (`services/bills.py`; the outcome of each check is a `bill_checks` row);
-6. once a day, certificates expiring within 30 days logged (`services/doctor.py`).
+6. once a day, certificates expiring within 30 days logged (`services/doctor.py`);
+7. shipping uploads WeChat has not taken yet (`pending`): sent again (`shipping.try_upload`,
+   which first asks WeChat whether an earlier attempt already got through); WeChat's permanent
+   refusals are recorded on the shipment and never sent again; with AUTO_SHIP_VIRTUAL, paid
+   orders left unshipped (the process died between the payment and the shipment) are shipped.
 
 Every step is idempotent, so two passes at once (two machines, cron overlapping
 `--watch`) cannot do harm; a lock (in the store, and a PostgreSQL advisory lock
@@ -40,7 +44,7 @@ from ..extensions import db, store
 from ..models import MessageState, Order, OrderStatus, Refund, RefundStatus, SubscribeMessage, utcnow
 from ..store import LockTimeout
 from ..wechat.errors import WeChatError
-from . import bills, closing, doctor, messages, payments, refunds
+from . import bills, closing, doctor, messages, payments, refunds, shipping
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,10 @@ class Summary:
     messages_checked: int = 0  # pending subscribe messages tried again
     messages_sent: int = 0
     messages_refused: int = 0  # WeChat refused them for good (43101 no credit, 47003, ...)
+    uploads_checked: int = 0  # shipping uploads sent again
+    uploads_done: int = 0  # accepted by WeChat now
+    uploads_refused: int = 0  # refused for good: an operator must look (named in failures)
+    auto_shipped: int = 0  # AUTO_SHIP_VIRTUAL orders shipped by this pass
     errors: int = 0
     failures: list[str] = field(default_factory=list)  # "out_trade_no: what went wrong"
     bills: list[dict] = field(default_factory=list)  # the bill checks this pass ran (services/bills.py)
@@ -74,9 +82,13 @@ class Summary:
             return "reconcile: skipped, another reconcile is running"
         messages = (f"{self.messages_checked} messages retried: {self.messages_sent} sent, {self.messages_refused} "
                     "refused; ") if self.messages_checked else ""
+        uploads = (f"{self.uploads_checked} shipping uploads retried: {self.uploads_done} uploaded, "
+                   f"{self.uploads_refused} refused; ") if self.uploads_checked else ""
+        if self.auto_shipped:
+            uploads += f"{self.auto_shipped} auto-shipped; "
         return (f"reconcile: {self.checked} orders checked: {self.paid} paid, {self.closed} closed, "
                 f"{self.anomalies} anomalies, {self.unchanged} unchanged; {self.refunds_checked} refunds checked, "
-                f"{self.refunds_settled} settled; {messages}{self.errors} errors"
+                f"{self.refunds_settled} settled; {messages}{uploads}{self.errors} errors"
                 # Bills that need an operator (all of them are in the JSON): `flask orders bills check` tells more.
                 + "".join(f"; bill {b['bill_type']} {b['bill_date']}: {b['status']}"
                           f" ({b['discrepancy_count']} discrepancies)" for b in self.bills
@@ -116,6 +128,8 @@ def reconcile(older_than: int = 300, limit: int = 500, now: datetime | None = No
         _query_stale(summary, now - timedelta(seconds=older_than), now, limit)
         _refunds(summary, now - timedelta(seconds=older_than), limit)
         _messages(summary, now, limit)
+        _auto_ship(summary, now - timedelta(seconds=older_than), limit)
+        _uploads(summary, now - timedelta(seconds=older_than), limit)
         _bills(summary, now)
         _expiry_warnings(now)
     log.info(summary.line())
@@ -239,3 +253,35 @@ def _messages(summary: Summary, now: datetime, limit: int) -> None:
             summary.errors += 1
             no, event, error = row if row is not None else ("?", "?", "not sent")
             summary.failures.append(f"{no}: {event} message not sent: {error}"[:300])
+
+
+def _auto_ship(summary: Summary, cutoff: datetime, limit: int) -> None:
+    from flask import current_app
+
+    if not current_app.config.get("AUTO_SHIP_VIRTUAL"):
+        return
+    for no in shipping.unshipped_paid_orders(cutoff, limit):
+        if shipping.auto_ship_virtual(no) is not None:
+            summary.auto_shipped += 1
+
+
+def _uploads(summary: Summary, cutoff: datetime, limit: int) -> None:
+    for order_id, upload_no in shipping.pending_uploads(cutoff, limit):
+        summary.uploads_checked += 1
+        no = db.session.get(Order, order_id).out_trade_no  # type: ignore[union-attr]
+        db.session.commit()
+        try:
+            error = shipping.try_upload(order_id, upload_no)
+        except (ApiError, SQLAlchemyError) as err:
+            _failed(summary, "shipping upload", no, err)
+            continue
+        state = shipping.upload_state(order_id, upload_no)
+        if state == "uploaded":
+            summary.uploads_done += 1
+            log.info("reconcile %s: shipping upload %s accepted by WeChat", no, upload_no)
+        elif state == "failed":
+            summary.uploads_refused += 1
+            summary.failures.append(f"{no}: WeChat refused shipping upload {upload_no}: {error}"[:300])
+            log.warning("reconcile %s: WeChat refused shipping upload %s for good: %s", no, upload_no, error)
+        elif error is not None:
+            _failed(summary, "shipping upload", no, error)

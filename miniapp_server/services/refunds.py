@@ -13,9 +13,10 @@ free again).
 
 The order's status follows the refunds of its own payment: `refunding` while one
 is pending or processing, then `refunded` once everything paid has come back. A
-partial refund leaves the order `paid` (with `refunded_fee` saying how much came
-back), because the rest of the money, and the goods, are still the customer's;
-another partial refund can follow. Refunds of an anomalous payment (amount
+partial refund (or a refused one) leaves the order where it was, `paid`, `shipped`
+or `completed` (with `refunded_fee` saying how much came back), because the rest of
+the money, and the goods, are still the customer's; another partial refund can
+follow. A shipped or completed order can be refunded like a paid one. Refunds of an anomalous payment (amount
 mismatch, paid after close, double payment) never change the order's status.
 """
 
@@ -46,6 +47,8 @@ MAX_REASON = 80  # WeChat's refund_desc
 # err_codes after which WeChat wants the same request again: the refund stays pending, same out_refund_no.
 RETRY_SAME = {"SYSTEMERROR", "BIZERR_NEED_RETRY", "FREQUENCY_LIMITED", "INVALID_REQ_TOO_MUCH"}
 OPEN = (RefundStatus.PENDING.value, RefundStatus.PROCESSING.value)
+# Where a paid order may stand when a refund of its payment begins (and returns to, if it is not all refunded).
+_SETTLED = (OrderStatus.PAID.value, OrderStatus.SHIPPED.value, OrderStatus.COMPLETED.value)
 SETTLED_REFUND_STATES = {"SUCCESS", "REFUNDCLOSE", "CHANGE"}
 
 # What settle_refund concluded; the notify endpoint acknowledges the first group.
@@ -149,7 +152,7 @@ def _reserve_once(order_id: int, fee: int | None, reason: str | None,
     refund = Refund(order_id=order.id, out_refund_no=f"{order.out_trade_no}R{count + 1}", transaction_id=txn,
                     refund_fee=amount, status=RefundStatus.PENDING.value, reason=reason)
     db.session.add(refund)
-    if txn == order.transaction_id and order.status == OrderStatus.PAID.value:
+    if txn == order.transaction_id and order.status in _SETTLED:
         order.status = OrderStatus.REFUNDING.value
     db.session.flush()
     log.info("refund %s of %s fen for %s (transaction %s) stored", refund.out_refund_no, amount,
@@ -241,7 +244,7 @@ def _refused(refund_pk: int, failure: str) -> None:
 def _recompute_status(order: Order) -> None:
     """The order's status from the refunds of its own payment (call with the order locked)."""
     if not order.transaction_id or order.status not in (
-            OrderStatus.PAID.value, OrderStatus.REFUNDING.value, OrderStatus.REFUNDED.value):
+            *_SETTLED, OrderStatus.REFUNDING.value, OrderStatus.REFUNDED.value):
         return
     open_refunds = db.session.execute(
         db.select(func.count(Refund.id)).where(Refund.order_id == order.id,
@@ -252,10 +255,19 @@ def _recompute_status(order: Order) -> None:
         status = OrderStatus.REFUNDING.value
     elif order.refunded_fee >= order.total_fee:
         status = OrderStatus.REFUNDED.value
-    else:
-        status = OrderStatus.PAID.value  # nothing refunded, or a partial refund: see the module's docstring
+    else:  # nothing refunded, or a partial refund: back where it stood (see the module's docstring)
+        status = _fulfilment_status(order)
     if status != order.status:
         order.status = status
+
+
+def _fulfilment_status(order: Order) -> str:
+    """paid, shipped or completed: what the order's shipping and receipt say it is, refunds aside."""
+    if order.received_at is not None:
+        return OrderStatus.COMPLETED.value
+    if order.shipped_at is not None:
+        return OrderStatus.SHIPPED.value
+    return OrderStatus.PAID.value
 
 
 # -- WeChat's word on a refund (notification or refund query) ----------------------------------------

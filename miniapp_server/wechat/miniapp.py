@@ -1,4 +1,5 @@
-"""api.weixin.qq.com calls for the mini-program: code2session, the access_token, phone numbers."""
+"""api.weixin.qq.com calls for the mini-program: code2session, the access_token, phone numbers
+(the order-shipping calls are in `shipping.py`, on top of `post_json`)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,10 @@ class MiniAppClient:
 
     def _post_json(self, path: str, body: dict[str, Any], params: dict[str, str] | None = None) -> dict:
         return self._call("POST", path, params=params, json=body)
+
+    def post_json(self, path: str, body: dict[str, Any], *, access_token: str) -> dict:
+        """POST a JSON body to a call that takes the access_token in its query (wxa/..., cgi-bin/...)."""
+        return self._post_json(path, body, params={"access_token": access_token})
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict:
         started = time.perf_counter()
