@@ -106,6 +106,9 @@ def register_blueprints(app: Flask) -> None:
 
     app.register_blueprint(checkout_bp, url_prefix="/pay")
     app.register_blueprint(user_bp, url_prefix="/api/user")
+    from .events import bp as events_bp
+
+    app.register_blueprint(events_bp, url_prefix="/api/wechat")
     if app.config["WECHAT_SANDBOX"]:
         from .sandbox import bp as sandbox_bp
 

@@ -44,7 +44,10 @@ SECRET_FIELDS = frozenset({
     "sign", "paysign", "key", "api_key", "pay_key", "secret", "appsecret", "session_key", "access_token",
     "refresh_token", "token", "js_code", "code", "encrypteddata", "iv", "password",
     "phonenumber", "purephonenumber",  # personal data rather than secrets: not ours to keep in a log
+    "signature", "msg_signature", "msgsignature", "echostr",  # the message push's signatures and challenge
 })
+# Ciphertext is recorded by its size only; its decrypted fields are recorded instead.
+CIPHERTEXT_FIELDS = frozenset({"req_info", "encrypt"})
 SECRET_SUFFIXES = ("_key", "_secret", "_token", "sign")
 
 
@@ -60,7 +63,7 @@ def redact(fields: Any) -> Any:
         for name, value in fields.items():
             if _is_secret(str(name)):
                 out[str(name)] = REDACTED
-            elif str(name) == "req_info":  # encrypted; its decrypted fields are recorded instead
+            elif str(name).lower() in CIPHERTEXT_FIELDS:
                 out[str(name)] = f"[encrypted, {len(str(value))} chars]"
             else:
                 out[str(name)] = redact(value)
@@ -75,7 +78,8 @@ def _dump(fields: Any) -> str | None:
         return None
     text = json.dumps(redact(fields), ensure_ascii=False, sort_keys=True, default=str)
     # Belt and braces: a configured secret that turns up under an unexpected name.
-    for name in ("WECHAT_PAY_KEY", "WECHAT_PAY_V3_KEY", "WECHAT_APPSECRET", "SECRET_KEY"):
+    for name in ("WECHAT_PAY_KEY", "WECHAT_PAY_V3_KEY", "WECHAT_APPSECRET", "SECRET_KEY", "WECHAT_PUSH_TOKEN",
+                 "WECHAT_PUSH_AES_KEY"):
         secret = current_app.config.get(name) or ""
         if len(secret) >= 6:
             text = text.replace(secret, REDACTED)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -21,10 +22,15 @@ SANDBOX_MCH_ID = "1900000109"
 SANDBOX_PAY_KEY = "sandboxpaykey0000000000000000000"  # 32 chars, like a real v2 key
 
 SANDBOX_PAY_V3_KEY = "sandboxapiv3key00000000000000000"  # 32 bytes, like a real APIv3 key
+# The message push's Token and EncodingAESKey (safe mode) the sandbox signs and encrypts with.
+SANDBOX_PUSH_TOKEN = "sandboxpushtoken"
+SANDBOX_PUSH_AES_KEY = "sandboxPushEncodingAESKey000000000000000000"  # 43 characters, like the console's
 
 # The sandbox's own credentials: the only ones it runs with (Config.check_sandbox).
 SANDBOX_CREDENTIALS = {"WECHAT_APPID": SANDBOX_APPID, "WECHAT_APPSECRET": SANDBOX_APPSECRET,
-                       "WECHAT_PAY_KEY": SANDBOX_PAY_KEY, "WECHAT_PAY_V3_KEY": SANDBOX_PAY_V3_KEY}
+                       "WECHAT_PAY_KEY": SANDBOX_PAY_KEY, "WECHAT_PAY_V3_KEY": SANDBOX_PAY_V3_KEY,
+                       # It signs (and encrypts) message pushes too: with the real ones it could complete orders.
+                       "WECHAT_PUSH_TOKEN": SANDBOX_PUSH_TOKEN, "WECHAT_PUSH_AES_KEY": SANDBOX_PUSH_AES_KEY}
 
 SIGN_TYPES = ("MD5", "HMAC-SHA256")
 PAY_APIS = ("v2", "v3")
@@ -32,6 +38,9 @@ PAY_APIS = ("v2", "v3")
 
 class ConfigError(RuntimeError):
     """The configuration cannot run; the message says which setting is wrong (never its value)."""
+
+
+_PUSH_TOKEN = re.compile(r"[A-Za-z0-9]{3,32}")
 
 
 def _flag(value: str | None) -> bool:
@@ -107,6 +116,11 @@ class Config:
     WECHAT_PAY_PUBLIC_KEY_ID: str = ""  # ... and its id, PUB_KEY_ID_...
     WECHAT_PAY_PLATFORM_CERTS: str = "auto"  # auto (only without a public key) | 1 (also, while migrating) | 0
     SANDBOX_V3_KEY_DIR: str = ""  # where the sandbox keeps its generated v3 keys; default instance/sandbox-v3
+    # Message push (消息推送): the console's Token and EncodingAESKey; a key means safe mode.
+    WECHAT_PUSH_TOKEN: str = ""
+    WECHAT_PUSH_AES_KEY: str = ""
+    SANDBOX_PUSH_URL: str = ""  # where the sandbox pushes; default: /api/wechat/events of the order's notify_url host
+    SANDBOX_PUSH_FORMAT: str = "json"  # the data format the sandbox pushes in (the console's choice): json | xml
     # Beyond the contract's table: tuning with safe defaults.
     WECHAT_TOKEN_ENDPOINT: str = "stable_token"  # or "token" (the classic cgi-bin/token)
     SESSION_TTL: int = 7200  # seconds a login token lives
@@ -145,6 +159,8 @@ class Config:
     WECHAT_MSG_STATE: str = "formal"
     WECHAT_MSG_LANG: str = "zh_CN"
     extra: dict[str, Any] = field(default_factory=dict)
+    # WECHAT_PUSH_AES_KEY given at all, even empty: in sandbox mode an empty one asks for plain mode.
+    push_aes_key_given: bool = field(default=False, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, instance_path: str = "instance") -> "Config":
@@ -191,6 +207,13 @@ class Config:
             raise ConfigError("WECHAT_PAY_PLATFORM_CERTS must be auto, 1 or 0")
         cfg.SANDBOX_V3_KEY_DIR = env.get("SANDBOX_V3_KEY_DIR", "") or os.path.join(
             os.path.abspath(instance_path), "sandbox-v3")
+        cfg.WECHAT_PUSH_TOKEN = env.get("WECHAT_PUSH_TOKEN", "").strip()
+        cfg.push_aes_key_given = env.get("WECHAT_PUSH_AES_KEY") is not None
+        cfg.WECHAT_PUSH_AES_KEY = (env.get("WECHAT_PUSH_AES_KEY") or "").strip()
+        cfg.SANDBOX_PUSH_URL = env.get("SANDBOX_PUSH_URL", "").strip()
+        cfg.SANDBOX_PUSH_FORMAT = (env.get("SANDBOX_PUSH_FORMAT", "") or "json").strip().lower()
+        if cfg.SANDBOX_PUSH_FORMAT not in ("json", "xml"):
+            raise ConfigError("SANDBOX_PUSH_FORMAT must be json or xml")
         cfg.WECHAT_TOKEN_ENDPOINT = env.get("WECHAT_TOKEN_ENDPOINT", "") or cls.WECHAT_TOKEN_ENDPOINT
         if cfg.WECHAT_TOKEN_ENDPOINT not in ("stable_token", "token"):
             raise ConfigError("WECHAT_TOKEN_ENDPOINT must be stable_token or token")
@@ -248,8 +271,13 @@ class Config:
             self.WECHAT_PAY_KEY = self.WECHAT_PAY_KEY or SANDBOX_PAY_KEY
             # v3's keys default to the ones the sandbox generates (integrations.py reads them from SANDBOX_V3_KEY_DIR).
             self.WECHAT_PAY_V3_KEY = self.WECHAT_PAY_V3_KEY or SANDBOX_PAY_V3_KEY
+            # Safe mode unless asked otherwise (WECHAT_PUSH_AES_KEY set empty: plain mode).
+            self.WECHAT_PUSH_TOKEN = self.WECHAT_PUSH_TOKEN or SANDBOX_PUSH_TOKEN
+            if not self.push_aes_key_given:
+                self.WECHAT_PUSH_AES_KEY = self.WECHAT_PUSH_AES_KEY or SANDBOX_PUSH_AES_KEY
         if not self.SECRET_KEY and self.APP_ENV != "production":
             self.SECRET_KEY = secrets.token_hex(32)
+        self.check_push()
 
     def check_sandbox(self) -> None:
         """The sandbox never runs beside a real credential, in any environment.
@@ -293,6 +321,23 @@ class Config:
             raise ConfigError("WECHAT_NOTIFY_URL must be an https:// URL in production")
         if self.PUBLIC_BASE_URL and not self.PUBLIC_BASE_URL.startswith("https://"):
             raise ConfigError("PUBLIC_BASE_URL must be an https:// origin in production")
+        self.check_push()
+        if bool(self.WECHAT_PUSH_TOKEN) != bool(self.WECHAT_PUSH_AES_KEY):
+            # Plain mode's signature does not cover the body: production takes safe mode or no push at all.
+            raise ConfigError("WECHAT_PUSH_TOKEN and WECHAT_PUSH_AES_KEY go together in production (safe mode)")
+
+    def check_push(self) -> None:
+        """The message push's settings are usable (both, the Token alone for plain mode, or neither)."""
+        from .wechat.push import check_encoding_aes_key
+
+        if self.WECHAT_PUSH_TOKEN and not _PUSH_TOKEN.fullmatch(self.WECHAT_PUSH_TOKEN):
+            raise ConfigError("WECHAT_PUSH_TOKEN must be the console's Token: 3 to 32 letters or digits")
+        if self.WECHAT_PUSH_AES_KEY:
+            problem = check_encoding_aes_key(self.WECHAT_PUSH_AES_KEY)
+            if problem:
+                raise ConfigError("WECHAT_PUSH_AES_KEY " + problem)
+            if not self.WECHAT_PUSH_TOKEN:
+                raise ConfigError("WECHAT_PUSH_AES_KEY needs WECHAT_PUSH_TOKEN (safe mode signs with the Token)")
 
     @property
     def platform_certificates(self) -> bool:

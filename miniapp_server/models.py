@@ -122,6 +122,8 @@ class Order(db.Model):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     shipped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # when everything was shipped
     received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # WeChat: receipt confirmed / trade settled
+    # WeChat's trade_manage_remind_shipping: paid long ago and still not shipped (`orders list --needs-shipping`).
+    shipping_reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     refunded_fee: Mapped[int] = mapped_column(Integer, default=0)
     anomaly: Mapped[str | None] = mapped_column(String(32), index=True)
@@ -513,3 +515,28 @@ class BillDiscrepancy(db.Model):
         return {"kind": self.kind, "out_trade_no": self.out_trade_no, "transaction_id": self.transaction_id,
                 "out_refund_no": self.out_refund_no, "bill_fen": self.bill_fen, "ours_fen": self.ours_fen,
                 "detail": self.detail}
+
+
+class PushEvent(db.Model):
+    """Every message push (POST /api/wechat/events) that verified, and what we made of it.
+
+    Pushes that did not verify are only in the audit trail (`wechat_exchanges`, direction in).
+    """
+
+    __tablename__ = "wechat_push_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    event: Mapped[str] = mapped_column(String(64))  # the Event, or the MsgType of a message that is no event
+    out_trade_no: Mapped[str | None] = mapped_column(String(64), index=True)  # merchant_trade_no
+    transaction_id: Mapped[str | None] = mapped_column(String(32))
+    verdict: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(String(255))
+    data_format: Mapped[str] = mapped_column(String(8))  # json | xml
+    encrypted: Mapped[bool] = mapped_column(default=False)  # safe mode
+    message: Mapped[str | None] = mapped_column(Text)  # the message's fields (JSON), as WeChat sent them
+
+    def to_dict(self) -> dict:
+        return {"received_at": self.received_at.isoformat(), "event": self.event, "out_trade_no": self.out_trade_no,
+                "transaction_id": self.transaction_id, "verdict": self.verdict, "detail": self.detail,
+                "data_format": self.data_format, "encrypted": self.encrypted}

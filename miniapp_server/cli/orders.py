@@ -50,7 +50,8 @@ def _order_or_exit(no: str) -> Order:
 
 
 def order_summary(o: Order) -> dict:
-    return {**o.to_dict(), "user_id": o.user_id, "anomaly": o.anomaly, "prepay_id": o.prepay_id}
+    return {**o.to_dict(), "user_id": o.user_id, "anomaly": o.anomaly, "prepay_id": o.prepay_id,
+            "shipping_reminded_at": o.shipping_reminded_at.isoformat() if o.shipping_reminded_at else None}
 
 
 @orders.command("list")
@@ -58,9 +59,11 @@ def order_summary(o: Order) -> dict:
 @click.option("--user", "user", help="user id or openid")
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), help="created on or after (UTC)")
 @click.option("--anomalies", is_flag=True, help="only orders flagged for an operator")
+@click.option("--needs-shipping", is_flag=True,
+              help="only paid, unshipped orders WeChat reminded us to ship (trade_manage_remind_shipping)")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--json", "as_json", is_flag=True)
-def list_(status, user, since, anomalies, limit, as_json) -> None:
+def list_(status, user, since, anomalies, needs_shipping, limit, as_json) -> None:
     """List orders, newest first."""
     query = db.select(Order).order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
     if status:
@@ -71,6 +74,8 @@ def list_(status, user, since, anomalies, limit, as_json) -> None:
         query = query.where(Order.created_at >= since.replace(tzinfo=timezone.utc))
     if anomalies:
         query = query.where(Order.anomaly.is_not(None))
+    if needs_shipping:
+        query = query.where(Order.status == OrderStatus.PAID.value, Order.shipping_reminded_at.is_not(None))
     rows = [order_summary(o) for o in db.session.execute(query).scalars()]
 
     def table(rows):
@@ -94,6 +99,7 @@ def show(out_trade_no: str, as_json: bool) -> None:
                                .order_by(PaymentNotification.id)).scalars().all()
     from ..audit import exchanges_for
     from ..services.messages import for_order as messages_for
+    from ..services.events import events_for
 
     refunded = {}  # per transaction: what came back (an anomalous payment's refunds show here)
     for r in o.refunds:
@@ -105,12 +111,13 @@ def show(out_trade_no: str, as_json: bool) -> None:
             "messages": [m.to_dict() for m in messages_for(o.id)],
             "shipments": [s.operator_dict() for s in o.shipments],
             "exchanges": [{k: v for k, v in x.to_dict().items() if k not in ("request", "response")}
-                          for x in exchanges_for(o.out_trade_no)]}
+                          for x in exchanges_for(o.out_trade_no)],
+            "push_events": [e.to_dict() for e in events_for(o.out_trade_no)]}
 
     def table(d):
         for key in ("out_trade_no", "status", "total_fee", "refunded_fee", "user_id", "trade_type", "prepay_id",
                     "transaction_id", "created_at", "paid_at", "shipped_at", "received_at", "closed_at", "expires_at",
-                    "anomaly", "anomaly_detail"):
+                    "shipping_reminded_at", "anomaly", "anomaly_detail"):
             click.echo(f"{key:<15} {d[key] if d[key] is not None else '-'}")
         click.echo("items:")
         for i in d["items"]:
@@ -141,6 +148,9 @@ def show(out_trade_no: str, as_json: bool) -> None:
         for m in d["messages"]:
             click.echo(f"  {m['event']:<8}  {m['template_id']:<43}  {m['state']:<8}  {(m['sent_at'] or '-')[:19]:<19}"
                        f"  {m['event_ref'] or ''}  {m['error'] or ''}")
+        click.echo("wechat pushes:")
+        for e in d["push_events"]:
+            click.echo(f"  {e['received_at'][:19]}  {e['event']:<30}  {e['verdict']:<20}  {e['detail'] or ''}")
         click.echo("wechat exchanges:")
         for x in d["exchanges"]:
             click.echo(f"  {x['at'][:19]}  {x['direction']:<3}  {x['path']:<22}  {x['outcome']:<24}  {x['duration_ms']:>5}ms"
