@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("sandbox", __name__)
 
-from . import control_guard, routes, v3_routes  # noqa: E402,F401
+from . import control_guard, push_routes, routes, v3_routes  # noqa: E402,F401
