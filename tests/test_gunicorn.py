@@ -93,7 +93,18 @@ def test_the_sandbox_journey_and_demo_command_against_a_real_server(gunicorn):
     assert notes["items"][0]["acknowledged"] is True and notes["items"][0]["attempt"] == 1
     assert f"order {no} is shipped: SF SF" in result.stdout  # the journey goes on: shipped, uploaded to WeChat
     uploads = requests.get(server.url + "/sandbox/control/shipping", params={"out_trade_no": no}, timeout=10).json()
-    assert [u["verdict"] for u in uploads["items"]] == ["ok"] and uploads["order_state"] == 2
+    assert [u["verdict"] for u in uploads["items"]] == ["ok"]
+    # ... and completed: the buyer confirmed receipt, WeChat's push said so (encrypted: safe mode by default).
+    assert f"order {no} is completed" in result.stdout
+    state = requests.get(server.url + "/sandbox/control/shipping", params={"out_trade_no": no}, timeout=10).json()
+    assert state["order_state"] == 3
+    pushes = [n for n in notes_now(server, no) if n["kind"].startswith("push:")]
+    assert pushes and pushes[-1]["acknowledged"] and pushes[-1]["status"] == 200
+
+
+def notes_now(server, no: str) -> list[dict]:
+    return requests.get(server.url + "/sandbox/control/notifications", params={"out_trade_no": no},
+                        timeout=10).json()["items"]
 
 
 def test_demo_command_fails_clearly_without_a_server(runner):

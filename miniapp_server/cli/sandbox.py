@@ -118,7 +118,23 @@ def demo(url: str | None, timeout: float) -> None:
     package = view["shipments"][0]
     click.echo(f"  order {no} is shipped: {package['express_company']} {package['tracking_no']}; WeChat's "
                f"order-shipping management has it ({shipped})")
-    click.echo("journey complete: paid by WeChat's signed notification, shipped and uploaded to WeChat")
+    confirmed = step("the buyer confirms receipt in WeChat (wx.openBusinessView weappOrderConfirm)", "POST",
+                     "/sandbox/control/confirm-receipt", json={"out_trade_no": no})
+    pushed = confirmed["push"]
+    click.echo(f"  WeChat pushed trade_manage_order_settlement to {pushed['url']}: "
+               f"{'answered success' if pushed['acknowledged'] else 'not acknowledged yet (retried)'}")
+    deadline = time.monotonic() + timeout
+    while True:
+        view = step("check the order", "GET", f"/api/orders/{no}")
+        if view["status"] == "completed" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if view["status"] != "completed":
+        click.echo(f"✗ the order is {view['status']}, not completed", err=True)
+        sys.exit(1)
+    click.echo(f"  order {no} is completed: receipt confirmed at {view['received_at']}")
+    click.echo("journey complete: paid by WeChat's signed notification, shipped and uploaded to WeChat, "
+               "completed by WeChat's signed push")
 
 
 def _ship(no: str) -> str:

@@ -76,6 +76,8 @@ class PushDesk:
                 raise self._refusal(state)
             message = self._message(pay, estimated_settlement_time=int(time.time()) + SETTLEMENT_DELAY)
         else:
+            if state != SHIPPED:  # WeChat's page offers no confirmation twice, nor before shipping
+                raise self._refusal(state)
             view = self.shipping.mark_receipt_confirmed(out_trade_no=pay["out_trade_no"])
             if view is None:
                 raise self._refusal(self.shipping.order_state(out_trade_no=pay["out_trade_no"]))
