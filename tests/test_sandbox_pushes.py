@@ -137,3 +137,46 @@ def test_an_unanswered_push_is_retried_on_the_schedule_until_success(app, client
     scale = app.config["SANDBOX_TIME_SCALE"]
     assert slept[:2] == pytest.approx([15 * scale, 15 * scale])
     assert fresh(no).status == "completed" and push_verdicts(no) == ["completed"]
+
+
+def test_the_standalone_sandbox_pushes_over_http_to_the_backend_that_gave_the_notify_url(gunicorn, tmp_path):
+    """The sandbox as a process of its own: separately configured (the same defaults), real HTTP to the backend."""
+    from datetime import datetime, timezone
+
+    from miniapp_server import create_app
+    from miniapp_server.sandbox.standalone import create_sandbox_app
+
+    server = gunicorn("--workers", "1", "--threads", "2")
+    sandbox = create_sandbox_app(env={"EMBEDDED_STORE_PATH": str(tmp_path / "store.sqlite3"),
+                                      "SANDBOX_TIME_SCALE": "0.001"})
+    client = sandbox.test_client()
+    cfg = sandbox.config
+    no, txn, openid = "20261201" + "ab" * 12, "4200000001202612010000000042", "o-standalone-buyer"
+    with sandbox.app_context():
+        from miniapp_server.sandbox.routes import emulator
+
+        emu = emulator()  # WeChat's side: a paid trade whose notify URL names the backend
+        emu.save_order({"out_trade_no": no, "total_fee": "1800", "paid_fee": 1800, "trade_type": "JSAPI",
+                        "openid": openid, "body": "demo", "notify_url": server.url + "/api/pay/notify",
+                        "state": "SUCCESS", "transaction_id": txn, "created": time.time(), "refunds": []})
+        emu.store.set("sandbox:txn:" + txn, no)
+    token = client.post("/sandbox/cgi-bin/stable_token", json={
+        "grant_type": "client_credential", "appid": cfg["WECHAT_APPID"], "secret": cfg["WECHAT_APPSECRET"]}
+    ).get_json()["access_token"]
+    upload = client.post(f"/sandbox/wxa/sec/order/upload_shipping_info?access_token={token}", json={
+        "order_key": {"order_number_type": 1, "mchid": cfg["WECHAT_MCH_ID"], "out_trade_no": no},
+        "logistics_type": 3, "delivery_mode": 1, "shipping_list": [{"item_desc": "demo"}],
+        "upload_time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "payer": {"openid": openid}})
+    assert upload.get_json()["errcode"] == 0, upload.get_json()
+    resp = client.post("/sandbox/control/confirm-receipt", json={"out_trade_no": no})
+    assert resp.status_code == 200, resp.get_json()
+    pushed = resp.get_json()["push"]
+    assert pushed["url"] == server.url + "/api/wechat/events"
+    assert pushed["status"] == 200 and pushed["acknowledged"] and pushed["answer"] == "success"
+    # The backend verified and decrypted it (another process, its own settings) and recorded it.
+    backend = create_app(env=server.env)
+    with backend.app_context():
+        [row] = db.session.execute(db.select(PushEvent)).scalars().all()
+        assert (row.event, row.out_trade_no, row.verdict, row.encrypted) == (
+            "trade_manage_order_settlement", no, "unknown_order", True)
+        db.engine.dispose()
