@@ -45,7 +45,8 @@ from ..wechat.push import PushCipher, PushRejected
 log = logging.getLogger(__name__)
 
 PUSH_WINDOW = 300  # seconds a push's timestamp may be off our clock (as for v3's notifications)
-CLAIM_TTL = 2 * PUSH_WINDOW + 60  # outlives the window: an expired claim's push is stale by then
+CLAIM_TTL = 2 * PUSH_WINDOW + 60  # a handled push's claim outlives the window: once it expires the push is stale
+PENDING_TTL = 30  # a claim being handled: short, so that a worker that died mid-way does not block WeChat's retry
 SUCCESS = "success"  # what WeChat wants once a push is handled
 
 # Verdicts
@@ -178,7 +179,7 @@ def _claims(body: bytes) -> dict[str, Any]:
 # -- replay defence ----------------------------------------------------------------------------------
 
 def _claim(key: str, digest: str) -> str:
-    if store.add(key, "pending:" + digest, ttl=CLAIM_TTL):
+    if store.add(key, "pending:" + digest, ttl=PENDING_TTL):
         return "new"
     seen = store.get(key) or ""
     state, _, seen_digest = seen.partition(":")
