@@ -423,6 +423,10 @@ def test_every_push_is_audited_with_signatures_and_ciphertext_redacted(app, clie
         assert "[redacted]" in text and "[encrypted, " in text
     # The verified push's decrypted fields are kept (what WeChat said), the refused one's claims too.
     assert no in rows[1].request and "trade_manage_order_settlement" in rows[1].request
+    # The verified one is filed under its order (flask orders show), the forged one under none.
+    assert rows[0].out_trade_no is None
+    assert post(client, query, body).status_code == 200  # a replay: filed under the order too
+    assert audit_rows()[-1].out_trade_no == no and audit_rows()[-1].outcome == "200:duplicate"
 
 
 # -- settings -------------------------------------------------------------------------------------------

@@ -124,11 +124,14 @@ def handle_push(query: Mapping[str, str], body: bytes) -> PushAnswer:
         return PushAnswer(err.status, err.code, err.message, {"query": query, "claimed": _claims(body)})
     audit = {"query": query, "data_format": opened.data_format, "encrypted": opened.encrypted,
              "message": opened.fields}
+    named = opened.fields.get("merchant_trade_no")  # verified: the audit files the push under its order
+    named = named if isinstance(named, str) and 0 < len(named) <= 64 else None
     if opened.encrypted:
         audit["envelope"] = _claims(body)  # its Encrypt is recorded by size only
     if abs(_now() - opened.timestamp) > PUSH_WINDOW:
         log.warning("message push refused: timestamp %s is outside the window", opened.timestamp)
-        return PushAnswer(403, "stale", f"the push's timestamp is more than {PUSH_WINDOW} s off", audit)
+        return PushAnswer(403, "stale", f"the push's timestamp is more than {PUSH_WINDOW} s off", audit,
+                          out_trade_no=named)
     claim_key = f"push:nonce:{opened.timestamp}:{opened.nonce}"
     digest = hashlib.sha256(body).hexdigest()
     try:
@@ -142,7 +145,7 @@ def handle_push(query: Mapping[str, str], body: bytes) -> PushAnswer:
         except Exception as exc:  # noqa: BLE001 - it changed nothing either way
             db.session.rollback()
             log.warning("duplicate message push not recorded (%s)", type(exc).__name__)
-        return PushAnswer(200, DUPLICATE, SUCCESS, audit)
+        return PushAnswer(200, DUPLICATE, SUCCESS, audit, named)
     if claim == "busy":
         return PushAnswer(503, "in_progress", "the same push is being handled; try again", audit, retry_after=2)
     if claim == "reused":
@@ -158,14 +161,14 @@ def handle_push(query: Mapping[str, str], body: bytes) -> PushAnswer:
         except Exception:  # noqa: BLE001
             db.session.rollback()
         log.warning("message push refused: %s", err)
-        return PushAnswer(400, BAD_FIELDS, str(err), audit)
+        return PushAnswer(400, BAD_FIELDS, str(err), audit, named)
     except Exception:  # noqa: BLE001 - the database failed us: WeChat retries, the claim is dropped for it
         db.session.rollback()
         _release(claim_key)
         log.exception("message push not handled; WeChat will retry")
         return PushAnswer(503, "try_again", "could not record the push; WeChat will retry", audit, retry_after=5)
     _done(claim_key, digest)
-    return PushAnswer(200, verdict, SUCCESS, audit, out_trade_no)
+    return PushAnswer(200, verdict, SUCCESS, audit, out_trade_no or named)
 
 
 def _claims(body: bytes) -> dict[str, Any]:
