@@ -4,29 +4,22 @@ from __future__ import annotations
 
 from flask import current_app, request
 
-from ..wechat.http import make_session
 from . import bp
 from .pushes import PushDesk
-from .transport import WSGIAdapter
 
 
 def push_desk() -> PushDesk:
-    from .routes import emulator, shipping_desk
+    from .routes import emulator, notify_transport, shipping_desk
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     desk = app.extensions.get("sandbox_pushes")
     if desk is None:
         cfg = app.config
-        session = make_session(3.05, 10.0)
-        if not cfg.get("SANDBOX_STANDALONE"):
-            # Inside the backend: push to the app itself, whatever host the URL names (no second request).
-            adapter = WSGIAdapter(app)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
+        # As for notifications: a push URL naming this app is handed to it in-process, any other goes over HTTP.
+        _, post = notify_transport(app)
 
         def send(url: str, body: bytes, content_type: str) -> tuple[int, bytes]:
-            resp = session.post(url, data=body, headers={"Content-Type": content_type})
-            return resp.status_code, resp.content
+            return post(url, body, {"Content-Type": content_type})
 
         desk = app.extensions["sandbox_pushes"] = PushDesk(
             emulator(), shipping_desk(), send, cfg.get("WECHAT_PUSH_TOKEN") or "", cfg.get("WECHAT_PUSH_AES_KEY") or "",
