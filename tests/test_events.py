@@ -104,11 +104,13 @@ def test_the_url_check_echoes_only_when_signed_with_our_token(app, client):
     assert push.signature(token, "1714036504", "1514711492") not in rows[0].request
 
 
+@pytest.mark.pay_api("v2")  # a deployment outside the sandbox (which refuses real credentials); Pay is not used
 def test_the_documented_url_check_and_safe_push_through_the_endpoint(make_app, monkeypatch):
     """WeChat's own example (message-push doc): its Token, EncodingAESKey, appid, query and body."""
     doc = VECTORS["miniprogram_message_push_doc"]
     app = make_app(WECHAT_PUSH_TOKEN=doc["token"], WECHAT_PUSH_AES_KEY=doc["encoding_aes_key"],
-                   WECHAT_APPID=doc["appid"], WECHAT_SANDBOX="1")
+                   WECHAT_APPID=doc["appid"], WECHAT_SANDBOX="0", WECHAT_APPSECRET="s", WECHAT_PAY_KEY="k" * 32,
+                   WECHAT_MCH_ID="1900000109")
     client = app.test_client()
     check = client.get("/api/wechat/events", query_string=doc["url_check"]["query"])
     assert check.status_code == 200 and check.data == b"4375120948345356249"
@@ -459,6 +461,15 @@ def test_production_starts_with_both_push_settings_or_neither(tmp_path):
     assert create_app(env=base).config["WECHAT_PUSH_TOKEN"] == ""  # no push: refused at the URL
     app = create_app(env={**base, "WECHAT_PUSH_TOKEN": "consoletoken1", "WECHAT_PUSH_AES_KEY": "K" * 43})
     assert app.config["WECHAT_PUSH_AES_KEY"] == "K" * 43
+
+
+def test_the_sandbox_refuses_a_real_push_token_or_key(make_app):
+    from miniapp_server import ConfigError
+
+    for setting in ({"WECHAT_PUSH_TOKEN": "consoletoken1"}, {"WECHAT_PUSH_AES_KEY": "K" * 43}):
+        with pytest.raises(ConfigError, match="real credentials") as err:
+            make_app(**setting)
+        assert "consoletoken1" not in str(err.value) and "K" * 43 not in str(err.value)
 
 
 def test_sandbox_defaults_to_safe_mode_and_an_empty_key_asks_for_plain_mode(make_app):
