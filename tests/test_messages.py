@@ -18,7 +18,7 @@ from miniapp_server.config import Config
 from miniapp_server.extensions import db, wechat
 from miniapp_server.message_settings import DEFAULT_PAGE, SANDBOX_TEMPLATES
 from miniapp_server.models import MessageCredit, Product, SubscribeMessage, WeChatExchange
-from miniapp_server.services import messages, payments, refunds
+from miniapp_server.services import messages, payments, refunds, shipping
 from miniapp_server.services.reconcile import reconcile
 from miniapp_server.wechat.errors import WeChatUnavailable
 from miniapp_server.wechat.subscribe import KINDS, Fen, fit, kind_of, valid
@@ -641,3 +641,53 @@ def test_a_message_whose_template_is_not_configured_is_not_sent(make_app):
         assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "unknown_template"
         no = paid_order(client, user)["out_trade_no"]
         assert rows(no) == [] and sent(client) == []
+
+
+# -- the shipped message ---------------------------------------------------------------------------------
+
+def test_shipping_sends_one_shipped_message_and_a_change_none(client, user):
+    accept(client, user, SHIPPED)
+    accept(client, user, SHIPPED)  # a second credit: were a change to send again, WeChat would take it
+    no = paid_order(client, user)["out_trade_no"]
+    assert sent(client, out_trade_no=no) == []  # no credit for the paid message
+    outcome = shipping.ship_order(fresh(no), "express", [shipping.PackageIn(tracking_no="ZT7700112233",
+                                                                            express_company="ZTO")])
+    assert outcome.order.status == "shipped"
+    [message] = sent(client, out_trade_no=no)
+    assert message["delivered"] and message["template_id"] == SHIPPED
+    assert message["data"] == {"character_string1": no, "thing2": "拿铁咖啡 Latte", "thing3": "中通快递",
+                               "character_string4": "ZT7700112233", "time5": china(fresh(no).shipped_at)}
+    assert [(r.event, r.state) for r in rows(no)] == [("shipped", "sent")]
+    shipping.ship_order(fresh(no), "express", [shipping.PackageIn(tracking_no="ZT7700445566", express_company="ZTO")],
+                        change=True)
+    assert len(sent(client, out_trade_no=no)) == 1
+    assert our_credits(client, user)[SHIPPED] == 1 == wechat_credits(client, user)[SHIPPED]
+
+
+def test_virtual_goods_say_so_and_split_packages_wait_for_the_last(client, user):
+    accept(client, user, SHIPPED)
+    accept(client, user, SHIPPED)
+    virtual = paid_order(client, user)["out_trade_no"]
+    shipping.ship_order(fresh(virtual), "virtual")
+    [message] = sent(client, out_trade_no=virtual)
+    assert (message["data"]["thing3"], message["data"]["character_string4"]) == ("虚拟发货", "-")
+    split = paid_order(client, user)["out_trade_no"]
+    shipping.ship_order(fresh(split), "express", [shipping.PackageIn(tracking_no="YT1000000001", express_company="YTO")],
+                        split=True, all_delivered=False)
+    assert fresh(split).status == "paid" and sent(client, out_trade_no=split) == []  # not all of it has left
+    shipping.ship_order(fresh(split), "express", [shipping.PackageIn(tracking_no="YT1000000002", express_company="YTO")],
+                        split=True, all_delivered=True)
+    [message] = sent(client, out_trade_no=split)
+    assert message["data"]["character_string4"] == "YT1000000001,YT1000000002"
+    assert message["data"]["thing3"] == "圆通速递"
+
+
+def test_the_cli_ship_sends_the_message_after_its_commit(client, user, runner):
+    accept(client, user, SHIPPED)
+    no = paid_order(client, user)["out_trade_no"]
+    db.session.rollback()
+    result = runner.invoke(args=["orders", "ship", no, "--express", "ZTO", "--tracking", "ZT0001", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [m["template_id"] for m in sent(client, out_trade_no=no)] == [SHIPPED]
+    [shown] = json.loads(runner.invoke(args=["orders", "show", no, "--json"]).stdout)["messages"]
+    assert (shown["event"], shown["state"]) == ("shipped", "sent")

@@ -38,6 +38,7 @@ from ..sqlite_tuning import begin_write
 from ..store import LockTimeout
 from ..wechat import shipping as protocol
 from ..wechat.errors import InvalidCredential, WeChatError, WeChatUnavailable
+from . import messages
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +192,7 @@ def _reserve(order_id: int, logistics_type: str, rows: list[dict], split: bool, 
         try:
             upload_no = _reserve_once(order_id, logistics_type, rows, split, all_delivered, change)
             db.session.commit()
+            messages.send_ready()  # the buyer's "shipped" message, now that the shipment is committed
             return order_id, upload_no
         except ApiError:
             db.session.rollback()
@@ -238,14 +240,33 @@ def _reserve_once(order_id: int, logistics_type: str, rows: list[dict], split: b
             delivery_mode=protocol.SPLIT if split else protocol.UNIFIED, is_all_delivered=bool(all_delivered),
             is_change=change, upload_state=UploadState.PENDING.value, upload_time=now, created_at=now, **row))
     if all_delivered or not split:
+        first_time = order.shipped_at is None  # a change, or a package sent again, tells the buyer nothing new
         if order.status == OrderStatus.PAID.value:
             order.status = OrderStatus.SHIPPED.value
         order.shipped_at = order.shipped_at or now
+        if first_time:  # in this transaction: gone if it rolls back; sent after the commit (_reserve)
+            messages.queue(order, "shipped", values=_message_values(logistics_type, live, rows, now))
     order.updated_at = now
     db.session.flush()
     log.info("order %s: upload %s of %s package(s) by %s stored%s", order.out_trade_no, upload_no, len(rows),
              logistics_type, " (a change)" if change else "")
     return upload_no
+
+
+# What a shipped message says instead of an express company, for the other ways of delivering.
+LOGISTICS_NAMES = {"same_city": "同城配送", "virtual": "虚拟发货", "pickup": "用户自提"}
+
+
+def _message_values(logistics_type: str, earlier: list[Shipment], rows: list[dict], now) -> dict:
+    """The shipped message's express company and tracking numbers: every package of the order, in order."""
+    packages = [(s.express_company, s.tracking_no) for s in earlier if s.upload_state != UploadState.FAILED.value] \
+        + [(r["express_company"], r["tracking_no"]) for r in rows]
+    codes = express_codes()
+    companies = list(dict.fromkeys(codes.get(c, c) for c, _ in packages if c))
+    trackings = [t for _, t in packages if t]
+    return {"shipped_at": now,
+            "express_company": "、".join(companies) or LOGISTICS_NAMES.get(logistics_type, logistics_type),
+            "tracking_no": ",".join(trackings) or "-"}
 
 
 def _check_state(order: Order, active: list[Shipment], existing: list[Shipment], split: bool, change: bool) -> None:
