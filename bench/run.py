@@ -376,10 +376,20 @@ def machine() -> dict:
             "redis": version(["redis-server", "--version"]), "wrk": version(["wrk", "--version"])}
 
 
+def _area(frame: str) -> str:
+    """The package (or stdlib module) a collapsed frame's file belongs to: `f (psycopg/cursor.py:3)` -> psycopg."""
+    where = frame.rpartition(" (")[2].rstrip(")").rsplit(":", 1)[0]
+    if where.startswith("<frozen "):
+        return where[len("<frozen "):].rstrip(">")
+    first = where.split("/", 1)[0]
+    return first.removesuffix(".py") if first else "?"
+
+
 def profile_summary(raw: Path, top: int = 25) -> str:
     """py-spy's collapsed stacks as the functions that took the most samples (self and total)."""
     self_n: dict[str, int] = {}
     total_n: dict[str, int] = {}
+    area_n: dict[str, int] = {}
     samples = 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
@@ -392,9 +402,14 @@ def profile_summary(raw: Path, top: int = 25) -> str:
         if not frames:
             continue
         self_n[frames[-1]] = self_n.get(frames[-1], 0) + n
+        area = _area(frames[-1])
+        area_n[area] = area_n.get(area, 0) + n
         for f in set(frames):
             total_n[f] = total_n.get(f, 0) + n
-    lines = [f"{samples} samples (active threads of both workers)", "", "top self time:"]
+    lines = [f"{samples} samples (active threads of both workers)", "", "self time by package:"]
+    for a, n in sorted(area_n.items(), key=lambda kv: -kv[1])[:15]:
+        lines.append(f"  {n / samples:6.1%}  {a}")
+    lines += ["", "top self time:"]
     for f, n in sorted(self_n.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"  {n / samples:6.1%}  {f}")
     lines += ["", "top total time (inclusive):"]
@@ -419,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-scale", action="store_true")
     parser.add_argument("--scale-orders", type=int, default=1_000_000)
     parser.add_argument("--no-profile", action="store_true")
-    parser.add_argument("--profile", default="", help="profile this scenario instead of the slowest")
+    parser.add_argument("--profile", default="",
+                        help="profile these scenarios (comma-separated, or 'all') instead of the slowest")
     parser.add_argument("--database-url", help="use this (empty) PostgreSQL database instead of starting one")
     parser.add_argument("--redis-url", help="use this Redis instead of starting one")
     parser.add_argument("--out", default=str(HERE / "results"))
@@ -491,15 +507,20 @@ def main(argv: list[str] | None = None) -> int:
                                    seconds=max(2, args.duration // 2))
             if config == "pg" and not args.no_profile:
                 mine = [r for r in runner.results if r.config == "pg" and r.scenario in PRODUCT_SCENARIOS]
-                slowest = args.profile or min(mine, key=lambda r: r.rps).scenario
-                raw = results_dir / f"profile-{slowest}.txt"
-                print(f"== profiling {slowest} with py-spy", flush=True)
-                profiled = runner.run(stack, slowest, label=f"{slowest} (under py-spy)", profile_to=raw)
-                runner.results.remove(profiled)
-                summary = results_dir / f"profile-{slowest}-summary.txt"
-                summary.write_text(profile_summary(raw))
-                report["profile"] = {"scenario": slowest, "raw": str(raw), "summary": str(summary),
-                                     "rps_under_profiler": profiled.rps}
+                if args.profile == "all":
+                    chosen = [s for s in wanted if s in PRODUCT_SCENARIOS]
+                else:
+                    chosen = [s for s in args.profile.split(",") if s] or [min(mine, key=lambda r: r.rps).scenario]
+                report["profiles"] = []
+                for name in chosen:
+                    raw = results_dir / f"profile-{name}.txt"
+                    print(f"== profiling {name} with py-spy", flush=True)
+                    profiled = runner.run(stack, name, label=f"{name} (under py-spy)", profile_to=raw)
+                    runner.results.remove(profiled)
+                    summary = results_dir / f"profile-{name}-summary.txt"
+                    summary.write_text(profile_summary(raw))
+                    report["profiles"].append({"scenario": name, "raw": str(raw), "summary": str(summary),
+                                               "rps_under_profiler": profiled.rps})
             stack.stop(keep_logs_in=results_dir)
             stacks.remove(stack)
             if config == "pg" and not args.no_scale:
