@@ -20,8 +20,6 @@ import threading
 import time
 from typing import Any
 
-import xmltodict
-
 from ..wechat.numbers import ascii_uint
 from ..wechat.pay import crypto, signing, xmlcodec
 from ..wechat.times import china_now
@@ -204,7 +202,7 @@ class RefundDesk:
             "success_time": refund["success_time"], "total_fee": str(order["paid_fee"]),
             "transaction_id": order["transaction_id"],
         }
-        plain = xmltodict.unparse({"root": inner}, full_document=False).encode("utf-8")
+        plain = xmlcodec.dumps(inner, root_name="root")
         merchant = self.emu.merchant
         return xmlcodec.dumps({"return_code": "SUCCESS", "appid": merchant.appid, "mch_id": merchant.mch_id,
                                "nonce_str": signing.nonce(),
