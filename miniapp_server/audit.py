@@ -1,16 +1,19 @@
 """The audit trail: every exchange with WeChat, both ways, in `wechat_exchanges`, secrets redacted.
 
 Outgoing calls arrive through the clients' `on_exchange` hooks (wired in
-`integrations.py`); incoming notifications are recorded by their views.
+`integrations.py`); incoming notifications are recorded by their services, in the
+transaction that applies them (`record_in_transaction`).
 
-An audit row must never join, break or wait on the caller's transaction. So it
-is written on a connection of its own, in a short transaction of its own, and
-only when the caller's session holds no transaction: on SQLite there is one
-write lock per database, and writing on a second connection while the caller's
-write transaction holds it would wait (then fail) on a lock that the waiting
-thread itself holds. When the caller is inside a transaction, the row waits in
-`session.info` and is written as soon as that transaction ends (commit or
-rollback: a rolled-back payment is still an exchange that happened).
+An audit row must never break the caller's transaction, nor be lost with it. So a row
+rides along with the caller's next commit, inside a SAVEPOINT of its own (a failing
+audit insert rolls back to it, is logged, and the caller's commit goes on); if the
+caller's transaction rolls back instead, the row is written on a connection of its own
+right after (a rolled-back payment is still an exchange that happened). Within a request
+a row recorded between transactions (an outgoing call, made with no transaction open)
+waits for the request's next commit, or for its end; outside a request it is written at
+once. One INSERT in a transaction that exists anyway, instead of a pool checkout, a
+BEGIN and a COMMIT of its own per row (bench/README.md). On SQLite that also means no
+second connection ever waits on the write lock that the caller's own connection holds.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any, Iterator, Mapping
 
-from flask import current_app, has_app_context
+from flask import Flask, current_app, has_app_context, has_request_context
 from sqlalchemy import event, insert
 from sqlalchemy.engine import Engine
 
@@ -38,6 +41,7 @@ MAX_TEXT = 8000
 _PENDING = "miniapp.audit_pending"
 # The order a call is about when its own fields do not say (a subscribe message names only its openid).
 _ORDER: ContextVar[str | None] = ContextVar("audit_order", default=None)
+_AFTER = "miniapp.audit_after_commit"
 
 # Field names whose values never reach the trail (compared lower-cased).
 SECRET_FIELDS = frozenset({
@@ -127,15 +131,27 @@ def for_order(out_trade_no: str | None) -> Iterator[None]:
 
 def incoming(path: str, fields: Mapping[str, Any] | None, acknowledged: bool, message: str, seconds: float) -> None:
     """A notification from WeChat and what we answered; the row carries the paying request's id."""
+    _incoming(path, fields, acknowledged, message, seconds, conditional=False)
+
+
+def record_in_transaction(path: str, fields: Mapping[str, Any] | None, acknowledged: bool, message: str,
+                          seconds: float) -> None:
+    """Like `incoming`, for a service about to commit what it answers: the row is part of that commit,
+    and goes if the transaction rolls back (then the answer is an error, recorded by `incoming`)."""
+    _incoming(path, fields, acknowledged, message, seconds, conditional=True)
+
+
+def _incoming(path: str, fields: Mapping[str, Any] | None, acknowledged: bool, message: str, seconds: float,
+              conditional: bool) -> None:
     fields = fields or {}
     rid = request_id_from_attach(fields.get("attach")) or current_request_id()
     answer = {"return_code": "SUCCESS" if acknowledged else "FAIL", "return_msg": message}
     record("in", path, fields, answer, f"{answer['return_code']}:{message}", seconds,
-           out_trade_no=fields.get("out_trade_no"), request_id=rid)
+           out_trade_no=fields.get("out_trade_no"), request_id=rid, conditional=conditional)
 
 
 def record(direction: str, path: str, request: Any, response: Any, outcome: str, seconds: float,
-           out_trade_no: Any = None, request_id: str | None = None) -> None:
+           out_trade_no: Any = None, request_id: str | None = None, conditional: bool = False) -> None:
     try:
         if not has_app_context():
             return  # a client used from a plain script: nothing to record into
@@ -145,16 +161,16 @@ def record(direction: str, path: str, request: Any, response: Any, outcome: str,
             "duration_ms": int(round(seconds * 1000)), "request_id": (request_id or current_request_id()),
             "request": _dump(request), "response": _dump(response),
         }
-        _enqueue(db.engine, row)
+        _enqueue(db.engine, row, conditional)
     except Exception as exc:  # noqa: BLE001 - the audit is never a reason for a payment to fail
         log.warning("audit row for %s not recorded (%s)", path, type(exc).__name__)
 
 
-def _enqueue(engine: Engine, row: dict[str, Any]) -> None:
+def _enqueue(engine: Engine, row: dict[str, Any], conditional: bool = False) -> None:
     session = db.session()
-    if session.in_transaction():
-        session.info.setdefault(_PENDING, []).append((engine, row))
-    else:
+    if session.in_transaction() or has_request_context():
+        session.info.setdefault(_PENDING, []).append((engine, row, conditional))
+    elif not conditional:
         _write(engine, [row])
 
 
@@ -168,23 +184,72 @@ def _write(engine: Engine, rows: list[dict[str, Any]]) -> None:
                     type(exc).__name__)
 
 
-def _after_transaction_end(session, transaction) -> None:
-    if transaction.parent is not None:  # a savepoint: the caller's transaction goes on
-        return
-    pending = session.info.pop(_PENDING, None)
-    if not pending:
-        return
+def _write_each(pending: list[tuple[Engine, dict[str, Any], bool]]) -> None:
+    """Rows on connections of their own, one transaction per engine."""
     by_engine: dict[int, tuple[Engine, list[dict[str, Any]]]] = {}
-    for engine, row in pending:
+    for engine, row, _ in pending:
         by_engine.setdefault(id(engine), (engine, []))[1].append(row)
     for engine, rows in by_engine.values():
         _write(engine, rows)
 
 
-def install() -> None:
-    """Hook the session once per process (db.session serves every app)."""
-    if not event.contains(db.session, "after_transaction_end", _after_transaction_end):
-        event.listen(db.session, "after_transaction_end", _after_transaction_end)
+def _before_commit(session) -> None:
+    """The rows waiting on this session join its commit, in a savepoint that a failing insert rolls back."""
+    pending = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    bind = session.get_bind()
+    mine = [row for engine, row, _ in pending if engine is bind]
+    others = [entry for entry in pending if entry[0] is not bind and not entry[2]]
+    if mine:
+        started = time.perf_counter()
+        conn = session.connection()
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(WeChatExchange), mine)
+        except Exception as exc:  # noqa: BLE001 - the caller's commit goes on without them
+            log.warning("audit rows not written after %.0fms (%s)", (time.perf_counter() - started) * 1000,
+                        type(exc).__name__)
+    if others:
+        session.info[_AFTER] = others
+
+
+def _after_commit(session) -> None:
+    others = session.info.pop(_AFTER, None)
+    if others:
+        _write_each(others)
+
+
+def _after_transaction_end(session, transaction) -> None:
+    if transaction.parent is not None or transaction.nested:  # a savepoint: the caller's transaction goes on
+        return
+    pending = session.info.get(_PENDING)
+    if not pending:
+        return
+    # Rolled back (a commit would have taken them): what happened is written anyway; what was to be
+    # part of the commit goes with it.
+    session.info.pop(_PENDING)
+    _write_each([entry for entry in pending if not entry[2]])
+
+
+def flush_pending() -> None:
+    """At the end of a request: rows still waiting (no commit came after them) are written on their own."""
+    session = db.session()
+    if session.in_transaction():
+        return  # the session's close rolls it back: _after_transaction_end writes them
+    pending = session.info.pop(_PENDING, None)
+    if pending:
+        _write_each([entry for entry in pending if not entry[2]])
+
+
+def install(app: Flask | None = None) -> None:
+    """Hook the session once per process (db.session serves every app), and each app's request end."""
+    for name, fn in (("before_commit", _before_commit), ("after_commit", _after_commit),
+                     ("after_transaction_end", _after_transaction_end)):
+        if not event.contains(db.session, name, fn):
+            event.listen(db.session, name, fn)
+    if app is not None:
+        app.teardown_request(lambda _exc: flush_pending())
 
 
 def exchanges_for(out_trade_no: str, limit: int = 50) -> list[WeChatExchange]:

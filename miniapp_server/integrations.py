@@ -74,7 +74,7 @@ class WeChatExtension:
         creds = PayCredentials(cfg["WECHAT_APPID"], cfg["WECHAT_MCH_ID"], cfg["WECHAT_PAY_KEY"], cfg["WECHAT_SIGN_TYPE"])
         from . import audit  # every exchange with WeChat goes into the audit trail, redacted
 
-        audit.install()
+        audit.install(app)
         miniapp = MiniAppClient(cfg["WECHAT_APPID"], cfg["WECHAT_APPSECRET"], api_base, session,
                                 token_endpoint=cfg.get("WECHAT_TOKEN_ENDPOINT", "stable_token"),
                                 on_exchange=audit.outgoing)

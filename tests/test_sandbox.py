@@ -71,11 +71,11 @@ def test_unacknowledged_notifications_are_retried_on_wechats_schedule(app, clien
     real = pay_routes.handle_payment_notification
     refusals = {"left": 3}
 
-    def flaky(body, remote_addr, headers=None):
+    def flaky(body, remote_addr, headers=None, **kwargs):
         if refusals["left"]:
             refusals["left"] -= 1
             return False, "busy, try later", {}
-        return real(body, remote_addr, headers=headers)
+        return real(body, remote_addr, headers=headers, **kwargs)
 
     monkeypatch.setattr(pay_routes, "handle_payment_notification", flaky)
     slept = []

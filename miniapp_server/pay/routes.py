@@ -63,9 +63,15 @@ def _fail_in_wechat_format(err: Exception):
 def notify():
     started = time.perf_counter()
     body = _body()
-    ok, message, fields = handle_payment_notification(body, request.remote_addr, headers=request.headers)
-    # The fields the service read (v3's body is ciphertext: its decrypted fields), parsed once.
-    audit.incoming(request.path, fields, ok, message, time.perf_counter() - started)
+    try:
+        # Its audit row (the fields the service read: v3's decrypted ones) is committed with the outcome.
+        ok, message, _ = handle_payment_notification(body, request.remote_addr, headers=request.headers,
+                                                     path=request.path, started=started)
+    except Exception as exc:
+        # No outcome was committed (WeChat will retry); that it came, and how it failed, is still recorded.
+        audit.incoming(request.path, {"body_bytes": len(body)}, False, f"error: {type(exc).__name__}",
+                       time.perf_counter() - started)
+        raise
     return _reply(body, ok, message)
 
 

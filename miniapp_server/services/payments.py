@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
 from flask import current_app
-from sqlalchemy import update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..audit import ATTACH_PREFIX
@@ -136,14 +136,20 @@ def mark_closed(order_id: int) -> bool:
 # -- the exactly-once path ------------------------------------------------------------------------
 
 def apply_payment(*, out_trade_no: str, transaction_id: str, total_fee: int, time_end: str | None, source: str,
-                  record: dict[str, Any] | None = None) -> str:
-    """Apply one payment WeChat vouches for; returns the verdict. Commits (with `record`, if given)."""
+                  record: dict[str, Any] | None = None, before_commit: Callable[[str], None] | None = None) -> str:
+    """Apply one payment WeChat vouches for; returns the verdict. Commits (with `record`, if given).
+
+    `before_commit(verdict)` runs inside the transaction just before its commit (the notification's
+    audit row rides along with it).
+    """
     paid_at = parse_wechat_time(time_end or "") or utcnow()
     for attempt in range(5):
         try:
-            verdict = _apply_once(out_trade_no, transaction_id, total_fee, paid_at, source)
+            verdict = _apply_once(out_trade_no, transaction_id, total_fee, paid_at, source, quick=attempt == 0)
             if record is not None:
-                db.session.add(PaymentNotification(**record, verdict=verdict))
+                db.session.execute(insert(PaymentNotification).values(**record, verdict=verdict))
+            if before_commit is not None:
+                before_commit(verdict)
             db.session.commit()
             log.info("payment %s for %s via %s: %s", transaction_id, out_trade_no, source, verdict)
             messages.send_ready()  # the buyer's "paid" message, now that the payment is committed
@@ -155,7 +161,8 @@ def apply_payment(*, out_trade_no: str, transaction_id: str, total_fee: int, tim
                 auto_ship_virtual(out_trade_no)
             return verdict
         except IntegrityError:
-            # A concurrent copy recorded this transaction first; the next pass sees it as a duplicate.
+            # A concurrent copy recorded this transaction first (or it paid another order); the next pass
+            # takes the careful path and sees it as a duplicate.
             db.session.rollback()
         except OperationalError:
             db.session.rollback()  # deadlock or lock timeout: try again
@@ -164,8 +171,39 @@ def apply_payment(*, out_trade_no: str, transaction_id: str, total_fee: int, tim
     raise ApiError(503, "try_again", "could not record the payment; WeChat will retry")
 
 
-def _apply_once(out_trade_no: str, transaction_id: str, total_fee: int, paid_at: datetime, source: str) -> str:
+def _apply_once(out_trade_no: str, transaction_id: str, total_fee: int, paid_at: datetime, source: str,
+                quick: bool = True) -> str:
     begin_write(db.session)
+    if quick:
+        # The common case in two statements: an unpaid order of exactly this amount becomes paid, and its
+        # payment row is written. The UPDATE's own row lock serializes concurrent copies: the second
+        # waits, then matches nothing (the order is no longer unpaid) and takes the careful path below. A
+        # transaction id already recorded (for another order) fails the payment's unique index: the
+        # caller rolls back and retries without this shortcut.
+        now = utcnow()
+        paid = db.session.execute(
+            update(Order).where(Order.out_trade_no == out_trade_no, Order.status == OrderStatus.UNPAID.value,
+                                Order.total_fee == total_fee)
+            .values(status=OrderStatus.PAID.value, transaction_id=transaction_id, paid_at=paid_at, updated_at=now)
+            .returning(*Order.__table__.c),
+            execution_options={"synchronize_session": False},
+        ).first()
+        if paid is not None:
+            db.session.execute(insert(Payment).values(order_id=paid.id, transaction_id=transaction_id,
+                                                      total_fee=total_fee, time_end=paid_at, source=source,
+                                                      created_at=now))
+            # The order's row as it now is, locked by the UPDATE: what the message is made of.
+            messages.queue(paid, "paid", values={"paid_at": paid_at})  # in this transaction: gone if it rolls back
+            return PAID
+        # Already recorded? A payment row never changes once written, so no lock is needed to say so.
+        known = db.session.execute(
+            select(Order.id, Payment.id, Payment.anomaly).outerjoin(Payment, Payment.transaction_id == transaction_id)
+            .where(Order.out_trade_no == out_trade_no)
+        ).first()
+        if known is None:
+            return UNKNOWN_ORDER
+        if known[1] is not None:
+            return known[2] or DUPLICATE
     order = db.session.execute(
         db.select(Order).filter_by(out_trade_no=out_trade_no).with_for_update()
     ).scalar_one_or_none()
