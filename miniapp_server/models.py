@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import secrets
 from datetime import date, datetime, timezone
+from typing import Any, Iterable
 
 from flask import current_app, has_app_context
 from sqlalchemy import (CheckConstraint, Date, DateTime, ForeignKey, Index, Integer, String, Text,
@@ -150,30 +151,46 @@ class Order(db.Model):
 
     def confirm_receipt(self) -> dict | None:
         """What the mini-program gives `wx.openBusinessView({businessType: 'weappOrderConfirm', extraData})`."""
-        if not self.transaction_id:
-            return None
-        mch_id = current_app.config.get("WECHAT_MCH_ID") if has_app_context() else None
-        return {"merchant_id": mch_id, "merchant_trade_no": self.out_trade_no, "transaction_id": self.transaction_id}
+        return confirm_receipt_of(self)
 
     def to_dict(self) -> dict:
-        return {
-            "out_trade_no": self.out_trade_no,
-            "status": self.status,
-            "total_fee": self.total_fee,
-            "body": self.body,
-            "trade_type": self.trade_type,
-            "items": [item.to_dict() for item in self.items],
-            "created_at": self.created_at.isoformat(),
-            "expires_at": self.expires_at.isoformat(),
-            "paid_at": self.paid_at.isoformat() if self.paid_at else None,
-            "closed_at": self.closed_at.isoformat() if self.closed_at else None,
-            "transaction_id": self.transaction_id,
-            "refunded_fee": self.refunded_fee,
-            "shipped_at": self.shipped_at.isoformat() if self.shipped_at else None,
-            "received_at": self.received_at.isoformat() if self.received_at else None,
-            "shipments": [s.to_dict() for s in self.current_shipments],
-            "confirm_receipt": self.confirm_receipt(),
-        }
+        return order_dict(self, self.items, self.current_shipments)
+
+
+def order_dict(order: Any, items: Iterable[Any], shipments: Iterable[Any] = ()) -> dict:
+    """What the API shows of an order: from an `Order`, or from a row of its columns (a path that writes
+    with Core and builds no ORM objects), with its lines (`OrderItem`s or rows) and current shipments."""
+    return {
+        "out_trade_no": order.out_trade_no,
+        "status": order.status,
+        "total_fee": order.total_fee,
+        "body": order.body,
+        "trade_type": order.trade_type,
+        "items": [item_dict(item) for item in items],
+        "created_at": order.created_at.isoformat(),
+        "expires_at": order.expires_at.isoformat(),
+        "paid_at": order.paid_at.isoformat() if order.paid_at else None,
+        "closed_at": order.closed_at.isoformat() if order.closed_at else None,
+        "transaction_id": order.transaction_id,
+        "refunded_fee": order.refunded_fee,
+        "shipped_at": order.shipped_at.isoformat() if order.shipped_at else None,
+        "received_at": order.received_at.isoformat() if order.received_at else None,
+        "shipments": [s.to_dict() for s in shipments],
+        "confirm_receipt": confirm_receipt_of(order),
+    }
+
+
+def confirm_receipt_of(order: Any) -> dict | None:
+    """What the mini-program gives `wx.openBusinessView({businessType: 'weappOrderConfirm', extraData})`."""
+    if not order.transaction_id:
+        return None
+    mch_id = current_app.config.get("WECHAT_MCH_ID") if has_app_context() else None
+    return {"merchant_id": mch_id, "merchant_trade_no": order.out_trade_no, "transaction_id": order.transaction_id}
+
+
+def item_dict(item: Any) -> dict:
+    return {"product_id": item.product_id, "name": item.name, "unit_price_fen": item.unit_price_fen,
+            "quantity": item.quantity, "subtotal_fen": item.unit_price_fen * item.quantity}
 
 
 class OrderItem(db.Model):
@@ -194,8 +211,7 @@ class OrderItem(db.Model):
         return self.unit_price_fen * self.quantity
 
     def to_dict(self) -> dict:
-        return {"product_id": self.product_id, "name": self.name, "unit_price_fen": self.unit_price_fen,
-                "quantity": self.quantity, "subtotal_fen": self.subtotal_fen}
+        return item_dict(self)
 
 
 class Payment(db.Model):

@@ -17,8 +17,7 @@ def products():
 @bp.post("/orders")
 @login_required
 def create_order():
-    order = orders.create_order(g.session.user_id, json_body().get("items"))
-    return order.to_dict(), 201
+    return orders.create_order(g.session.user_id, json_body().get("items")), 201
 
 
 @bp.get("/orders")
