@@ -17,6 +17,7 @@ from typing import Any, Callable
 from flask import current_app
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..audit import ATTACH_PREFIX
 from ..errors import ApiError, conflict
@@ -90,18 +91,23 @@ def prepay(order: Order, *, trade_type: str, notify_url: str, client_ip: str, op
         raise ApiError(502, "wechat_pay_error", "WeChat Pay answered without a prepay_id")
     if prepay_id == old_prepay_id and old_expires is not None:
         expires = old_expires  # WeChat handed back the prepay it already gave: its life was not extended
-    result = db.session.execute(
+    # RETURNING hands back the row as committed (the UPDATE's row lock holds until the commit), so the
+    # order is brought up to date from it instead of being reloaded by a query of its own.
+    row = db.session.execute(
         update(Order).where(Order.id == order_id, Order.status == OrderStatus.UNPAID.value).values(
             prepay_id=prepay_id, trade_type=trade_type, prepay_expires_at=expires,
             code_url=answer.code_url, client_ip=client_ip, pay_request_id=pay_request_id,
-            updated_at=utcnow()),
+            updated_at=utcnow()).returning(*Order.__table__.c),
         execution_options={"synchronize_session": False},
-    )
+    ).first()
     db.session.commit()
-    order = db.session.get(Order, order_id)
-    assert order is not None
-    if result.rowcount != 1:
+    if row is None:
+        order = db.session.get(Order, order_id)
+        assert order is not None
         ensure_payable(order)  # it changed state meanwhile: say how
+        return order
+    for key, value in row._mapping.items():
+        set_committed_value(order, key, value)
     return order
 
 
