@@ -14,13 +14,14 @@ import secrets
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..errors import ApiError, bad_request
 from ..extensions import db, store, wechat
 from ..models import User, utcnow
 from ..wechat.errors import InvalidCode
-from ..sqlite_tuning import begin_write
 
 log = logging.getLogger(__name__)
 
@@ -77,23 +78,23 @@ def count_login(client: str, ok: bool) -> None:
 
 
 def upsert_user(openid: str, unionid: str | None) -> User:
-    """The user for this openid, made on first login; safe when two logins race."""
-    for _ in range(2):
-        begin_write(db.session)
-        user = db.session.execute(db.select(User).filter_by(openid=openid)).scalar_one_or_none()
-        if user is None:
-            user = User(openid=openid, unionid=unionid, last_login_at=utcnow())
-            db.session.add(user)
-        else:
-            user.last_login_at = utcnow()
-            if unionid and user.unionid != unionid:
-                user.unionid = unionid
-        try:
-            db.session.commit()
-            return user
-        except IntegrityError:
-            db.session.rollback()  # another worker made the same user just now: take theirs
-    raise ApiError(503, "try_again", "could not record the login; try again")
+    """The user for this openid, made on first login; safe when two logins race.
+
+    One INSERT ... ON CONFLICT DO UPDATE ... RETURNING (PostgreSQL and SQLite): the database settles a
+    race between two first logins, instead of a SELECT, then an INSERT or an UPDATE, and a retry.
+    """
+    dialect = db.session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    now = utcnow()
+    stmt = insert(User).values(openid=openid, unionid=unionid, created_at=now, updated_at=now, last_login_at=now)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[User.openid],
+        set_={"last_login_at": now, "updated_at": now,
+              "unionid": func.coalesce(stmt.excluded.unionid, User.__table__.c.unionid)},
+    ).returning(*User.__table__.c)
+    row = db.session.connection().execute(stmt).one()
+    db.session.commit()
+    return User(**row._mapping)  # the row as committed, not attached to the session (nothing to reload)
 
 
 def login(raw_code: object, client: str) -> tuple[str, int, User]:
