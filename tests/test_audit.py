@@ -134,7 +134,7 @@ def test_one_request_id_follows_a_payment_from_pay_to_its_notification(app, clie
     (notified,) = exchanges(path="/api/pay/notify")
     assert notified.request_id == "pay-4f2a" and json.loads(notified.request)["attach"] == "rid=pay-4f2a"
     assert any("pay request pay-4f2a" in r.getMessage() for r in caplog.records
-               if r.name == "miniapp_server.services.notifications")
+               if r.name == "miniapp_server.services.payments")  # its one line of the outcome
     # paying again reuses the prepay; a renewal would send the same attach, keeping the unified order identical
     client.post(f"/api/orders/{no}/pay", headers={**user["headers"], "X-Request-Id": "later-1"})
     assert fresh(no).pay_request_id == "pay-4f2a"

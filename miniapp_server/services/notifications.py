@@ -75,12 +75,12 @@ def handle_payment_notification(body: bytes, remote_addr: str | None, headers: M
         return False, "missing or malformed fields", data
     record = {"out_trade_no": no, "transaction_id": txn, "total_fee": fee, "result_code": "SUCCESS",
               "remote_addr": clean_ip(remote_addr), "body_size": len(body), "detail": None}
+    # One log line for the outcome (apply_payment's), ending with the id of the /pay request that opened
+    # this trade, echoed by WeChat in `attach`.
     verdict = payments.apply_payment(out_trade_no=no, transaction_id=txn, total_fee=fee,
                                      time_end=data.get("time_end"), source="notify", record=record,
-                                     before_commit=lambda v: audit_row(v in payments.ACKNOWLEDGED, v))
-    # The id of the /pay request that opened this trade, echoed by WeChat in `attach`.
-    log.info("payment notification for %s applied: %s (pay request %s)", no, verdict,
-             request_id_from_attach(data.get("attach")) or "-")
+                                     before_commit=lambda v: audit_row(v in payments.ACKNOWLEDGED, v),
+                                     note=f" (pay request {request_id_from_attach(data.get('attach')) or '-'})")
     if verdict in payments.ACKNOWLEDGED:
         return True, verdict, data
     return False, verdict, data

@@ -142,11 +142,12 @@ def mark_closed(order_id: int) -> bool:
 # -- the exactly-once path ------------------------------------------------------------------------
 
 def apply_payment(*, out_trade_no: str, transaction_id: str, total_fee: int, time_end: str | None, source: str,
-                  record: dict[str, Any] | None = None, before_commit: Callable[[str], None] | None = None) -> str:
+                  record: dict[str, Any] | None = None, before_commit: Callable[[str], None] | None = None,
+                  note: str = "") -> str:
     """Apply one payment WeChat vouches for; returns the verdict. Commits (with `record`, if given).
 
     `before_commit(verdict)` runs inside the transaction just before its commit (the notification's
-    audit row rides along with it).
+    audit row rides along with it); `note` ends the one log line of the outcome.
     """
     paid_at = parse_wechat_time(time_end or "") or utcnow()
     for attempt in range(5):
@@ -157,7 +158,7 @@ def apply_payment(*, out_trade_no: str, transaction_id: str, total_fee: int, tim
             if before_commit is not None:
                 before_commit(verdict)
             db.session.commit()
-            log.info("payment %s for %s via %s: %s", transaction_id, out_trade_no, source, verdict)
+            log.info("payment %s for %s via %s: %s%s", transaction_id, out_trade_no, source, verdict, note)
             messages.send_ready()  # the buyer's "paid" message, now that the payment is committed
             if verdict == PAID and current_app.config.get("AUTO_SHIP_VIRTUAL"):
                 # After the payment's commit, never inside it: a failure here cannot undo the payment,
