@@ -399,6 +399,42 @@ def _area(frame: str) -> str:
     return first.removesuffix(".py") if first else "?"
 
 
+# What a sample was doing, for the summary: the first rule (in this order) that any frame of its stack matches.
+PROFILE_GROUPS = [
+    ("audit row", r"\(miniapp_server/audit\.py"),
+    ("app log line", r"Logger\.(info|warning|_log)|Handler\.handle \(logging"),
+    ("access log", r"glogging"),
+    ("xml parse", r"xmltodict|xmlcodec"),
+    ("signature", r"signing\.py"),
+    ("store (Redis / embedded)", r"miniapp_server/store\.py"),
+    ("upstream HTTP call", r"PayClient\._request|MiniAppClient\._call|requests/sessions"),
+    ("pool checkout, ping, BEGIN", r"pool/base\.py|_ConnectionFairy|do_ping|_checkout|begin_write|read_connection"),
+    ("commit (and the ORM flush in it)", r"Session\.commit|do_commit"),
+    ("session close at teardown", r"Session\.(close|remove)|scoped_session\.remove|_teardown|do_rollback"),
+    ("ORM flush", r"Session\.flush|UOWTransaction"),
+    ("SQL statements (built, run, rows read)", r"Session\.(execute|get|refresh)|Connection\.execute|Query|"
+     r"scoping\.py|sqlalchemy/(sql|orm|engine)/|psycopg/"),
+    ("to_dict / JSON answer", r"to_dict|order_dict|json|jsonify|make_response"),
+    ("the rest of Flask/Werkzeug and the views", r"flask/|werkzeug/"),
+    ("gunicorn worker", r"gunicorn/"),
+]
+
+
+def profile_groups(raw: Path) -> list[tuple[str, float]]:
+    counts: dict[str, int] = {}
+    total = 0
+    rules = [(label, re.compile(rx)) for label, rx in PROFILE_GROUPS]
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        label = next((name for name, rx in rules if any(rx.search(f) for f in frames)), "other")
+        counts[label] = counts.get(label, 0) + int(count)
+        total += int(count)
+    return sorted(((k, v / max(total, 1)) for k, v in counts.items()), key=lambda kv: -kv[1])
+
+
 def profile_summary(raw: Path, top: int = 25) -> str:
     """py-spy's collapsed stacks as the functions that took the most samples (self and total)."""
     self_n: dict[str, int] = {}
@@ -420,7 +456,9 @@ def profile_summary(raw: Path, top: int = 25) -> str:
         area_n[area] = area_n.get(area, 0) + n
         for f in set(frames):
             total_n[f] = total_n.get(f, 0) + n
-    lines = [f"{samples} samples (active threads of both workers)", "", "self time by package:"]
+    lines = [f"{samples} samples (active threads of both workers)", "", "what the samples were doing:"]
+    lines += [f"  {share:6.1%}  {label}" for label, share in profile_groups(raw)]
+    lines += ["", "self time by package:"]
     for a, n in sorted(area_n.items(), key=lambda kv: -kv[1])[:15]:
         lines.append(f"  {n / samples:6.1%}  {a}")
     lines += ["", "top self time:"]
