@@ -154,7 +154,8 @@ def apply_payment(*, out_trade_no: str, transaction_id: str, total_fee: int, tim
         try:
             verdict = _apply_once(out_trade_no, transaction_id, total_fee, paid_at, source, quick=attempt == 0)
             if record is not None:
-                db.session.execute(insert(PaymentNotification).values(**record, verdict=verdict))
+                db.session.connection().execute(
+                    insert(PaymentNotification.__table__).values(**record, verdict=verdict))
             if before_commit is not None:
                 before_commit(verdict)
             db.session.commit()
@@ -186,26 +187,28 @@ def _apply_once(out_trade_no: str, transaction_id: str, total_fee: int, paid_at:
         # payment row is written. The UPDATE's own row lock serializes concurrent copies: the second
         # waits, then matches nothing (the order is no longer unpaid) and takes the careful path below. A
         # transaction id already recorded (for another order) fails the payment's unique index: the
-        # caller rolls back and retries without this shortcut.
+        # caller rolls back and retries without this shortcut. Core statements on the session's
+        # connection (same transaction): no ORM bulk-persistence layer for rows it does not track.
+        conn = db.session.connection()
+        orders, payments = Order.__table__, Payment.__table__
         now = utcnow()
-        paid = db.session.execute(
-            update(Order).where(Order.out_trade_no == out_trade_no, Order.status == OrderStatus.UNPAID.value,
-                                Order.total_fee == total_fee)
+        paid = conn.execute(
+            update(orders).where(orders.c.out_trade_no == out_trade_no, orders.c.status == OrderStatus.UNPAID.value,
+                                 orders.c.total_fee == total_fee)
             .values(status=OrderStatus.PAID.value, transaction_id=transaction_id, paid_at=paid_at, updated_at=now)
-            .returning(*Order.__table__.c),
-            execution_options={"synchronize_session": False},
+            .returning(*orders.c)
         ).first()
         if paid is not None:
-            db.session.execute(insert(Payment).values(order_id=paid.id, transaction_id=transaction_id,
-                                                      total_fee=total_fee, time_end=paid_at, source=source,
-                                                      created_at=now))
+            conn.execute(insert(payments).values(order_id=paid.id, transaction_id=transaction_id, total_fee=total_fee,
+                                                 time_end=paid_at, source=source, created_at=now))
             # The order's row as it now is, locked by the UPDATE: what the message is made of.
             messages.queue(paid, "paid", values={"paid_at": paid_at})  # in this transaction: gone if it rolls back
             return PAID
         # Already recorded? A payment row never changes once written, so no lock is needed to say so.
-        known = db.session.execute(
-            select(Order.id, Payment.id, Payment.anomaly).outerjoin(Payment, Payment.transaction_id == transaction_id)
-            .where(Order.out_trade_no == out_trade_no)
+        known = conn.execute(
+            select(orders.c.id, payments.c.id, payments.c.anomaly)
+            .outerjoin(payments, payments.c.transaction_id == transaction_id)
+            .where(orders.c.out_trade_no == out_trade_no)
         ).first()
         if known is None:
             return UNKNOWN_ORDER
