@@ -2,6 +2,7 @@
 const session = require('./utils/session')
 const { request } = require('./utils/request')
 const errors = require('./utils/errors')
+const receipt = require('./utils/receipt')
 
 App({
   globalData: {
@@ -11,6 +12,11 @@ App({
 
   onLaunch () {
     this.ready = this.signIn()
+  },
+
+  // Back from another mini-program, e.g. WeChat's confirm-receipt page (utils/receipt.js).
+  onShow (options) {
+    receipt.onAppShow(options)
   },
 
   // A stored token is checked with the server (POST /api/auth/check; the request helper logs in again

@@ -24,6 +24,16 @@ function apiOrder (over = {}) {
 }
 
 const order = (over) => format.order(apiOrder(over))
+const CONFIRM = { merchant_id: '1900000109', merchant_trade_no: 'MP20261201103000ABCDEF', transaction_id: '4200001234202612011234567890' }
+const shipped = () => order({
+  status: 'shipped',
+  shipped_at: '2026-12-01T15:00:00+08:00',
+  shipments: [
+    { logistics_type: 'express', express_company: 'SF', tracking_no: 'SF1234567890123', item_desc: '拿铁咖啡 Latte × 1' },
+    { logistics_type: 'express', express_company: 'XYZ', tracking_no: 'XYZ-42', item_desc: '拿铁咖啡 Latte × 1' }
+  ],
+  confirm_receipt: CONFIRM
+})
 const unpaid = () => order({ status: 'unpaid', paid_at: null, transaction_id: null })
 
 const products = [
@@ -65,6 +75,7 @@ const STATES = {
     { name: 'ready, loading more', data: { state: 'ready', orders: [order()], page: 1, hasMore: true, loadingMore: true } },
     { name: 'ready, loading more failed', data: { state: 'ready', orders: [order()], page: 1, hasMore: true, moreError: '网络连接失败，请检查网络后重试' } },
     { name: 'ready, the end', data: { state: 'ready', orders: [order({ status: 'refunding', refunded_fee: 1800 })], page: 1 } },
+    { name: 'ready, shipped and completed', data: { state: 'ready', orders: [shipped(), order({ status: 'completed' })], page: 1 } },
     { name: 'phone binding', data: { state: 'ready', orders: [order()], phone: 'binding' } },
     { name: 'phone refused with a reason', data: { state: 'ready', orders: [order()], phone: 'offer', phoneMessage: '手机号授权已失效，请重新点击授权' } },
     { name: 'phone bound', data: { state: 'ready', orders: [order()], phone: 'bound', phoneMessage: '已绑定手机号 139****5678' } },
@@ -76,7 +87,24 @@ const STATES = {
     { name: 'ready, unpaid', data: { state: 'ready', order: unpaid() } },
     { name: 'ready, unpaid, asking WeChat', data: { state: 'ready', order: unpaid(), syncing: true } },
     { name: 'ready, paid', data: { state: 'ready', order: order() } },
-    { name: 'ready, partly refunded', data: { state: 'ready', order: order({ status: 'refunding', refunded_fee: 1800 }) } }
+    { name: 'ready, partly refunded', data: { state: 'ready', order: order({ status: 'refunding', refunded_fee: 1800 }) } },
+    { name: 'ready, shipped in two parcels', data: { state: 'ready', order: shipped() } },
+    { name: 'ready, shipped, confirming', data: { state: 'ready', order: shipped(), confirming: true } },
+    { name: 'ready, shipped, confirmation cancelled', data: { state: 'ready', order: shipped(), confirmMessage: '您没有确认收货；收到商品后可以再点“确认收货”' } },
+    {
+      name: 'ready, completed',
+      data: {
+        state: 'ready',
+        order: order({
+          status: 'completed',
+          shipped_at: '2026-12-01T15:00:00+08:00',
+          received_at: '2026-12-03T09:10:00+08:00',
+          shipments: [{ logistics_type: 'virtual', express_company: null, tracking_no: null, item_desc: '会员卡' }],
+          confirm_receipt: CONFIRM
+        }),
+        confirmMessage: '微信已收到您的确认收货，订单状态稍后更新，请下拉刷新查看'
+      }
+    }
   ]
 }
 

@@ -160,6 +160,18 @@ test('format: fen as yuan, the cart as ids and quantities', () => {
   assert.deepEqual(format.decodeCart('1:2,3:1'), [{ product_id: 1, quantity: 2 }, { product_id: 3, quantity: 1 }])
   for (const bad of ['', '1:0', '1:100', '1:2,x', '1:2:3', '1:-1']) assert.deepEqual(format.decodeCart(bad), [], bad)
   assert.equal(format.status('paid').text, '已支付')
+  assert.equal(format.status('shipped').text, '已发货')
+  assert.equal(format.status('completed').text, '已完成')
+  const express = (code) => format.shipment({ logistics_type: 'express', express_company: code, tracking_no: 'T1', item_desc: '' }, 0)
+  assert.equal(express('SF').company, '顺丰速运')
+  assert.equal(express('ZTO').company, '中通快递')
+  assert.equal(express('NEWCO').company, 'NEWCO', 'a code the table lacks is shown as it is')
+  assert.equal(format.shipment({ logistics_type: 'express', express_company: 'SF', express_company_name: '顺丰', tracking_no: 'T1' }, 0).company, '顺丰')
+  assert.deepEqual(format.shipment({ logistics_type: 'pickup', express_company: null, tracking_no: null, item_desc: null }, 2),
+    { key: 2, express: false, typeText: '到店自提', company: '', trackingNo: '', itemDesc: '' })
+  const shippedOrder = { out_trade_no: 'N', status: 'shipped', confirm_receipt: { transaction_id: '42' }, items: [] }
+  assert.deepEqual(format.order(shippedOrder).confirmReceipt, { transaction_id: '42' })
+  assert.equal(format.order(Object.assign({}, shippedOrder, { status: 'completed' })).confirmReceipt, null, 'only while shipped')
   assert.equal(format.time('not a time'), '')
 })
 

@@ -24,6 +24,9 @@ module.exports = {
   pollAttempts: 20,
   syncAfterAttempts: 4, // then also ask the server to query WeChat (POST /api/orders/<no>/sync), once
 
+  // After the buyer confirmed receipt in WeChat, ask the server (every pollIntervalMs) until it says `completed`.
+  receiptPollAttempts: 20,
+
   // Subscribe messages asked for at the pay tap (utils/subscriptions.js): a dialog that never answers, and the
   // report of an accept, hold the payment sheet back at most this long (ms).
   subscribeDialogTimeoutMs: 60000,

@@ -10,6 +10,8 @@ function yuan (fen) {
 const STATUS = {
   unpaid: { text: '待支付', cls: 'status-unpaid' },
   paid: { text: '已支付', cls: 'status-paid' },
+  shipped: { text: '已发货', cls: 'status-shipped' },
+  completed: { text: '已完成', cls: 'status-completed' },
   closed: { text: '已关闭', cls: 'status-closed' },
   refunding: { text: '退款中', cls: 'status-refunding' },
   refunded: { text: '已退款', cls: 'status-refunded' }
@@ -31,6 +33,42 @@ function time (iso) {
   return d.getFullYear() + '-' + pad(d.getMonth() + 1) + '-' + pad(d.getDate()) + ' ' + pad(d.getHours()) + ':' + pad(d.getMinutes())
 }
 
+// WeChat's delivery company ids (express_company) as people know them; the backend checks the code, and one this
+// table lacks is shown as the code itself.
+const EXPRESS = {
+  SF: '顺丰速运',
+  ZTO: '中通快递',
+  YTO: '圆通速递',
+  STO: '申通快递',
+  YD: '韵达速递',
+  JTSD: '极兔速递',
+  EMS: '中国邮政速递物流',
+  JD: '京东物流',
+  DBL: '德邦物流',
+  ZJS: '宅急送',
+  HTKY: '百世快递',
+  YZPY: '邮政快递包裹'
+}
+
+const LOGISTICS = {
+  express: '快递',
+  same_city: '同城配送',
+  virtual: '虚拟商品，无需物流',
+  pickup: '到店自提'
+}
+
+function shipment (s, index) {
+  const express = s.logistics_type === 'express'
+  return {
+    key: index,
+    express,
+    typeText: LOGISTICS[s.logistics_type] || s.logistics_type || '',
+    company: express ? (s.express_company_name || EXPRESS[s.express_company] || s.express_company || '') : '',
+    trackingNo: s.tracking_no || '',
+    itemDesc: s.item_desc || ''
+  }
+}
+
 // An order from the API as the pages show it.
 function order (o) {
   const s = status(o.status)
@@ -45,6 +83,11 @@ function order (o) {
     createdText: time(o.created_at),
     paidText: time(o.paid_at),
     transactionId: o.transaction_id || '',
+    shippedText: time(o.shipped_at),
+    receivedText: time(o.received_at),
+    shipments: (o.shipments || []).map(shipment),
+    // What wx.openBusinessView's weappOrderConfirm needs; offered only while the parcel is on its way.
+    confirmReceipt: o.status === 'shipped' && o.confirm_receipt ? o.confirm_receipt : null,
     lines: (o.items || []).map((item) => ({
       productId: item.product_id,
       name: item.name,
@@ -72,4 +115,4 @@ function decodeCart (text) {
   return items
 }
 
-module.exports = { yuan, status, time, order, encodeCart, decodeCart }
+module.exports = { yuan, status, time, order, shipment, encodeCart, decodeCart, EXPRESS }

@@ -109,7 +109,19 @@ async function startBackend () {
     return { status: res.status, data, headers: res.headers }
   }
 
-  return { url, health, stop, api, logs, dir }
+  // An operator at the backend's own command line (`flask orders ship ...`), on the same database and store.
+  // Resolves with { code, stdout, stderr, json } whatever the exit code (the CLI's 0 done, 1 refused, 3 WeChat failed).
+  function flask (args) {
+    return new Promise((resolve) => {
+      execFile(path.join(BIN, 'flask'), args, { cwd: ROOT, env, timeout: 60000 }, (err, stdout, stderr) => {
+        let json
+        try { json = JSON.parse(stdout) } catch (e) { /* not --json */ }
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr, json })
+      })
+    })
+  }
+
+  return { url, health, stop, api, flask, logs, dir }
 }
 
 module.exports = { startBackend, freePort }

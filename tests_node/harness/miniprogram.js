@@ -199,6 +199,16 @@ async function launch ({ baseUrl, config = {}, wx: wxOptions = {} } = {}) {
       for (let i = 0; i < delta && stack.length > 1; i++) unload(stack.pop())
       call(stack[stack.length - 1], 'onShow')
     },
+    // Another mini-program opens over this one (WeChat's confirm-receipt page): WeChat hides this one ...
+    leaveApp () {
+      hideTop()
+      call(appInstance, 'onHide')
+    },
+    // ... and shows it again when that one navigates back, with where it came from in referrerInfo.
+    returnToApp (options) {
+      call(appInstance, 'onShow', options)
+      if (stack.length) call(stack[stack.length - 1], 'onShow')
+    },
     reLaunch ({ url }) {
       const { route, query } = parseUrl(url)
       definition(route)

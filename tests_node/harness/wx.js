@@ -38,6 +38,10 @@ function createWx (options = {}) {
     user: options.user || 'node-user', // codes are "<user>#<n>": the sandbox maps them all to one openid
     wechatBase: options.wechatBase || '', // where "WeChat" (the sandbox) is, for requestPayment
     payment: options.payment || 'sandbox', // 'sandbox' | 'cancel' | async (params) => ({ ok, errMsg })
+    // The buyer on WeChat's confirm-receipt page: 'confirm' (through the sandbox) | 'cancel' | 'fail'
+    // | async (extraData) => ({ status, errormsg }).
+    receipt: options.receipt || 'confirm',
+    businessViews: [], // { businessType, extraData } of every wx.openBusinessView
     // The person in wx.requestSubscribeMessage's dialog: 'accept' | 'reject' | 'ban' (each template's answer),
     // 'off' (subscribe messages turned off: fail with errCode 20004), 'error' (the dialog fails), or
     // (tmplIds) => WeChat's success answer. An accept grants the sandbox's credits, as WeChat records them.
@@ -55,6 +59,7 @@ function createWx (options = {}) {
     requests: [], // { method, url, path, body, headers, status, error }
     logins: 0,
     payments: [],
+    receipts: [], // { body, status, answer } of each confirm-receipt control call
     toasts: [],
     modals: [],
     clipboard: '',
@@ -172,6 +177,48 @@ function createWx (options = {}) {
     )
   }
 
+  // The buyer confirms receipt: the sandbox plays WeChat, which records it and pushes the signed settlement event
+  // to the backend. WeChat's page answers 'fail' when it cannot (the order is not awaiting receipt, another payer).
+  async function sandboxConfirm (extraData) {
+    const body = extraData.merchant_trade_no ? { out_trade_no: extraData.merchant_trade_no } : { transaction_id: extraData.transaction_id }
+    const res = await fetch(shim.wechatBase + '/sandbox/control/confirm-receipt', {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body)
+    })
+    const answer = await res.json().catch(() => ({}))
+    shim.receipts.push({ body, status: res.status, answer })
+    if (res.ok) return { status: 'success' }
+    return { status: 'fail', errormsg: (answer.error && answer.error.message) || String(res.status) }
+  }
+
+  const CONFIRM_APPID = 'wx1183b055aeec94d1' // WeChat's confirm-receipt page, as referrerInfo names it
+
+  // WeChat opens its confirm-receipt page over the mini-program (onHide), the buyer chooses, and the page goes back
+  // with wx.navigateBackMiniProgram: App.onShow gets referrerInfo { appId, extraData: { status, errormsg, req_extradata } }.
+  function openBusinessView (opts = {}) {
+    const extraData = clone(opts.extraData || {})
+    shim.businessViews.push({ businessType: opts.businessType, extraData })
+    if (opts.businessType !== 'weappOrderConfirm') {
+      reply(opts, false, { errMsg: 'openBusinessView:fail invalid businessType' })
+      return
+    }
+    if (refused(opts, 'openBusinessView')) return
+    if (!shim.router) throw new Error('wx.openBusinessView needs the harness router')
+    shim.router.leaveApp()
+    reply(opts, true, { errMsg: 'openBusinessView:ok' })
+    const act = shim.receipt
+    shim.inflight++
+    Promise.resolve()
+      .then(() => (typeof act === 'function' ? act(extraData) : act === 'confirm' ? sandboxConfirm(extraData) : { status: act }))
+      .catch((err) => ({ status: 'fail', errormsg: err.message }))
+      .then((answer) => {
+        shim.inflight--
+        later(() => shim.router.returnToApp({
+          scene: 1038, // back from another mini-program
+          referrerInfo: { appId: CONFIRM_APPID, extraData: Object.assign({ req_extradata: extraData }, answer) }
+        }))
+      })
+  }
+
   async function grantCredits (templateIds) {
     const body = { code: shim.user + '#' + shim.logins, template_ids: templateIds } // the sandbox knows the person by a login code
     const res = await fetch(shim.wechatBase + '/sandbox/control/subscribe', {
@@ -231,6 +278,7 @@ function createWx (options = {}) {
   const api = {
     request,
     requestPayment,
+    openBusinessView,
     requestSubscribeMessage,
     login (opts = {}) {
       shim.logins++
