@@ -109,6 +109,9 @@ def register_blueprints(app: Flask) -> None:
     from .events import bp as events_bp
 
     app.register_blueprint(events_bp, url_prefix="/api/wechat")
+    from .apidoc import bp as apidoc_bp
+
+    app.register_blueprint(apidoc_bp, url_prefix="/api")
     if app.config["WECHAT_SANDBOX"]:
         from .sandbox import bp as sandbox_bp
 

@@ -25,6 +25,8 @@ from miniapp_server import create_app  # noqa: E402
 from miniapp_server.extensions import db  # noqa: E402
 from miniapp_server.models import Product  # noqa: E402
 
+from .openapi_check import ResponseChecker  # noqa: E402
+
 # A copy of ../shared/known-answers.json: vectors published by WeChat or public SDK test suites.
 KNOWN_ANSWERS = json.loads((ROOT / "tests" / "fixtures" / "known-answers.json").read_text())
 
@@ -113,12 +115,15 @@ def env(request, tmp_path: Path, run_id: str) -> dict[str, str]:
 
 @pytest.fixture
 def make_app(env):
-    """Build apps with extra settings: `make_app(WECHAT_SIGN_TYPE="HMAC-SHA256")`."""
+    """Build apps with extra settings: `make_app(WECHAT_SIGN_TYPE="HMAC-SHA256")`. Every answer they give
+    is checked against the OpenAPI document (tests/openapi_check.py); one that breaks it fails the test."""
     made = []
+    checker = ResponseChecker()
 
     def factory(**overrides):
         app = create_app(env={**env, **{k: str(v) for k, v in overrides.items()}})
         app.config["TESTING"] = True
+        checker.watch(app)
         with app.app_context():
             _reset_database()
             db.session.add_all([Product(name="拿铁咖啡 Latte", price_fen=1800), Product(name="牛角包 Croissant", price_fen=1200)])
@@ -127,11 +132,13 @@ def make_app(env):
         return app
 
     yield factory
+    checker.close()
     for app in made:
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
         _cleanup_store(app)
+    assert not checker.violations, "answers that break openapi.yaml:\n" + "\n".join(dict.fromkeys(checker.violations))
 
 
 def _cleanup_store(app) -> None:
