@@ -7,7 +7,7 @@ export FLASK_APP := wsgi:app
 # (the choice is written down for `flask sandbox demo` and the mini-program: miniapp_server/devserver.py).
 PORT ?=
 
-.PHONY: run test test-python test-node bench bench-smoke clean
+.PHONY: run test test-python test-node fuzz bench bench-smoke clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test-python: $(BIN)/.installed
 test-node: $(BIN)/.installed
 	npm ci --no-audit --no-fund
 	MINIAPP_PY_BIN=$(abspath $(BIN)) npm test
+
+# Schemathesis over every operation of /api/openapi.json against gunicorn started for it (tests/fuzz/); CI runs it.
+fuzz: $(BIN)/.installed
+	$(BIN)/python tests/fuzz/run_schemathesis.py $(FUZZ_ARGS)
 
 # Throughput, latency and scale against the framework's own ceilings (bench/README.md); needs wrk
 # (apt-get install wrk), PostgreSQL and redis-server. bench-smoke: every scenario for a second (CI).

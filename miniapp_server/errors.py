@@ -83,7 +83,11 @@ def register_errorhandlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException):
         code = (err.name or "error").lower().replace(" ", "_")
-        return error_response(err.code or 500, code, err.description or err.name)
+        response = error_response(err.code or 500, code, err.description or err.name)
+        for name, value in err.get_headers():  # Allow on a 405 (RFC 9110), Retry-After, ...: all but its HTML's type
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):

@@ -99,3 +99,23 @@ def test_a_journey_is_checked_answer_by_answer(make_app):
     client.get("/api/orders?page=0", headers=headers)
     checker.close()
     assert checker.checked >= 6 and checker.violations == []
+
+
+# -- what schemathesis found (tests/fuzz/run_schemathesis.py), pinned ------------------------------------
+
+def test_a_method_not_allowed_says_which_are(client):
+    resp = client.open("/api/auth/check", method="TRACE")
+    assert resp.status_code == 405 and resp.get_json()["error"]["code"] == "method_not_allowed"
+    assert set(resp.headers["Allow"].replace(" ", "").split(",")) >= {"POST", "OPTIONS"}  # RFC 9110
+
+
+def test_an_empty_qr_format_is_refused_not_taken_for_png(client, user, order):
+    native = client.post(f"/api/orders/{order['out_trade_no']}/native", headers=user["headers"]).get_json()
+    assert client.get(native["qrcode_url"]).mimetype == "image/png"
+    resp = client.get(native["qrcode_url"] + "&format=")
+    assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "invalid_format"
+
+
+def test_an_order_line_without_quantity_is_one(client, user):
+    resp = client.post("/api/orders", json={"items": [{"product_id": 1}]}, headers=user["headers"])
+    assert resp.status_code == 201 and resp.get_json()["items"][0]["quantity"] == 1  # as documented: default 1

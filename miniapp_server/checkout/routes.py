@@ -116,8 +116,9 @@ def native_renew(out_trade_no: str):
 
 
 def _wanted_format() -> str:
-    fmt = request.args.get("format", "").lower()
-    if fmt:
+    fmt = request.args.get("format")
+    if fmt is not None:  # given, even empty: it must name a format
+        fmt = fmt.lower()
         if fmt not in native.QR_TYPES:
             raise bad_request("invalid_format", "format must be png or svg")
         return fmt

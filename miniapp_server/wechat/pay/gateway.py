@@ -328,9 +328,11 @@ def notification_answer(api: str, ok: bool, message: str, probe: bool = False) -
                                   "application/json")
     if api == V3:
         # v3: 204 once recorded; otherwise a 4xx/5xx with {"code": "FAIL", "message"}, and WeChat tries again.
+        # A notification refused for what it is (unsigned, forged, not ours, of an API not configured here)
+        # is the sender's fault: 400. A failure of ours raises and is answered apart.
         if ok:
             return NotificationAnswer(204, b"")
-        return NotificationAnswer(500, json.dumps(failure_body(message), ensure_ascii=False).encode("utf-8"),
+        return NotificationAnswer(400, json.dumps(failure_body(message), ensure_ascii=False).encode("utf-8"),
                                   "application/json")
     # v2: always HTTP 200; the XML's return_code says whether WeChat should stop.
     return NotificationAnswer(200, ack(ok, message), "text/xml")
