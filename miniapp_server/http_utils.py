@@ -57,7 +57,7 @@ def json_body(required: bool = True) -> dict[str, Any]:
 def int_arg(name: str, default: int, low: int, high: int) -> int:
     """A query argument of ASCII digits within [low, high] (`int()` alone takes '１２', ' 12', '1_2')."""
     raw = request.args.get(name)
-    if raw in (None, ""):
+    if raw is None:  # given but empty (`?page=`) is not absent: it is no integer
         return default
     if not _ASCII_INT.fullmatch(raw):
         raise bad_request("invalid_argument", f"{name} must be an integer")

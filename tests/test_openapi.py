@@ -119,3 +119,10 @@ def test_an_empty_qr_format_is_refused_not_taken_for_png(client, user, order):
 def test_an_order_line_without_quantity_is_one(client, user):
     resp = client.post("/api/orders", json={"items": [{"product_id": 1}]}, headers=user["headers"])
     assert resp.status_code == 201 and resp.get_json()["items"][0]["quantity"] == 1  # as documented: default 1
+
+
+def test_an_empty_page_argument_is_refused_not_taken_for_the_default(client, user):
+    for query in ("page=", "per_page="):
+        resp = client.get(f"/api/orders?{query}", headers=user["headers"])
+        assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "invalid_argument", query
+    assert client.get("/api/orders", headers=user["headers"]).get_json()["page"] == 1
