@@ -8,6 +8,16 @@ WEB_CONCURRENCY and GUNICORN_THREADS.
 
 import multiprocessing
 import os
+import shutil
+import tempfile
+
+# Metrics from every worker (prometheus_client's multiprocess mode): each worker writes its samples into this
+# directory and /metrics adds them up. It must be set before any worker imports prometheus_client, so here.
+# Set PROMETHEUS_MULTIPROC_DIR yourself (an empty directory) to share it with `flask orders reconcile` runs;
+# otherwise each server start gets a fresh one, removed when the server stops.
+_own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _own_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="miniapp-metrics-")
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", min(multiprocessing.cpu_count(), 4)))
@@ -34,3 +44,24 @@ def post_worker_init(worker):
     app = getattr(worker, "wsgi", None)
     if app is not None and hasattr(app, "app_context"):
         check_at_start(app)
+
+
+def on_starting(server):
+    # Samples of an earlier run's processes (whose pids may come again) must not count as this run's.
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+
+
+def child_exit(server, worker):
+    # A dead worker's counters stay (they are history); its live gauges go.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

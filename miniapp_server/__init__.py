@@ -38,6 +38,7 @@ def create_app(config: Mapping[str, Any] | None = None, env: Mapping[str, str] |
     register_errorhandlers(app)
     register_shell_context(app)
     register_commands(app)
+    register_metrics(app)
     from .body_buffer import BufferedBody
 
     # Innermost: every body read whole, bounded (MAX_CONTENT_LENGTH) and within BODY_READ_TIMEOUT.
@@ -137,6 +138,12 @@ def register_shell_context(app: Flask) -> None:
     from .shell import shell_context
 
     app.shell_context_processor(shell_context)
+
+
+def register_metrics(app: Flask) -> None:
+    from . import metrics
+
+    metrics.init_app(app)
 
 
 def register_commands(app: Flask) -> None:

@@ -30,6 +30,7 @@ from flask import Flask, current_app, has_app_context, has_request_context
 from sqlalchemy import event, insert
 from sqlalchemy.engine import Engine
 
+from . import metrics
 from .extensions import db
 from .logging_setup import current_request_id, valid_request_id
 from .models import WeChatExchange, utcnow
@@ -113,6 +114,7 @@ def request_id_from_attach(attach: str | None) -> str | None:
 def outgoing(path: str, request: Mapping[str, Any], answer: Mapping[str, Any] | None, outcome: str,
              seconds: float) -> None:
     """The clients' `on_exchange` hook. Never raises: the audit must not break a payment."""
+    metrics.wechat_exchange(path, outcome, seconds)
     key = request.get("order_key") if isinstance(request.get("order_key"), Mapping) else {}
     no = request.get("out_trade_no") or key.get("out_trade_no") or request.get("merchant_trade_no") \
         or (answer or {}).get("out_trade_no") or _ORDER.get()
@@ -143,6 +145,7 @@ def record_in_transaction(path: str, fields: Mapping[str, Any] | None, acknowled
 
 def _incoming(path: str, fields: Mapping[str, Any] | None, acknowledged: bool, message: str, seconds: float,
               conditional: bool) -> None:
+    metrics.notification(path, acknowledged, message)  # one count per exchange, kept or rolled back
     fields = fields or {}
     rid = request_id_from_attach(fields.get("attach")) or current_request_id()
     answer = {"return_code": "SUCCESS" if acknowledged else "FAIL", "return_msg": message}

@@ -135,6 +135,7 @@ class Config:
     TRUSTED_PROXIES: str = "127.0.0.1,::1"  # addresses/networks whose X-Forwarded-For is believed
     PUBLIC_BASE_URL: str = ""  # https://shop.example: the origin of every link we make
     SANDBOX_CONTROL_ALLOW: str = "127.0.0.1,::1"  # who may use the sandbox's control calls ("*": anyone)
+    METRICS_ALLOW: str = "127.0.0.1/32,::1/128"  # who may read /metrics: CIDRs, comma-separated; empty: nobody
     SANDBOX_TIME_SCALE: float = 1.0  # shrinks the notification retry schedule in tests
     SANDBOX_PREPAY_TTL: int = 7200  # how long the emulator's prepay_id / code_url live; tests shorten it
     BILLS_RECONCILE: bool = True  # reconcile checks yesterday's bills once WeChat has made them
@@ -231,6 +232,7 @@ class Config:
         cfg.SANDBOX_CONTROL_ALLOW = env.get("SANDBOX_CONTROL_ALLOW", "") or cls.SANDBOX_CONTROL_ALLOW
         if cfg.SANDBOX_CONTROL_ALLOW.strip() != "*":
             networks(cfg.SANDBOX_CONTROL_ALLOW, "SANDBOX_CONTROL_ALLOW")
+        cfg.METRICS_ALLOW = env.get("METRICS_ALLOW", cls.METRICS_ALLOW)
         cfg.SANDBOX_TIME_SCALE = float(env.get("SANDBOX_TIME_SCALE", "") or 1.0)
         cfg.BILLS_RECONCILE = _flag(env.get("BILLS_RECONCILE")) if env.get("BILLS_RECONCILE") else True
         cfg.BILLS_FUND_FLOW = (env.get("BILLS_FUND_FLOW", "") or "auto").strip().lower()

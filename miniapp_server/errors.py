@@ -49,6 +49,18 @@ def too_large(response):
     return response
 
 
+def _component(err: Exception) -> str:
+    """Which part failed, for the error counter: the database, the store (Redis or the embedded one), or code."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if isinstance(err, SQLAlchemyError):
+        return "database"
+    module = type(err).__module__ or ""
+    if isinstance(err, StoreUnavailable) or module.startswith("redis") or type(err).__name__ == "LockTimeout":
+        return "store"
+    return "app"
+
+
 def register_errorhandlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(err: ApiError):
@@ -71,6 +83,9 @@ def register_errorhandlers(app: Flask) -> None:
 
     @app.errorhandler(StoreUnavailable)
     def _store_unavailable(err: StoreUnavailable):
+        from . import metrics
+
+        metrics.error("store")
         log.warning("store unavailable on %s %s: %s", request.method, request.path, err)
         response = error_response(503, "store_unavailable", "the session store is not answering; try again shortly")
         response.headers["Retry-After"] = STORE_RETRY_AFTER
@@ -91,5 +106,8 @@ def register_errorhandlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception):
+        from . import metrics
+
+        metrics.error(_component(err))
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "something went wrong on our side")

@@ -133,6 +133,7 @@ def reconcile(older_than: int = 300, limit: int = 500, now: datetime | None = No
         _bills(summary, now)
         _expiry_warnings(now)
     log.info(summary.line())
+    _count(summary)
     return summary
 
 
@@ -158,6 +159,20 @@ def _expiry_warnings(now: datetime) -> None:
         doctor.daily_expiry_warnings(now)
     except Exception as exc:  # noqa: BLE001 - a warning must never break the pass
         log.warning("certificate expiry not checked (%s)", type(exc).__name__)
+
+
+def _count(summary: Summary) -> None:
+    """The pass's outcomes for /metrics (shared with the web workers through PROMETHEUS_MULTIPROC_DIR)."""
+    from .. import metrics
+
+    for kind, outcome, n in (("order", "paid", summary.paid), ("order", "closed", summary.closed),
+                             ("order", "anomaly", summary.anomalies), ("order", "unchanged", summary.unchanged),
+                             ("refund", "settled", summary.refunds_settled),
+                             ("refund", "unsettled", summary.refunds_checked - summary.refunds_settled),
+                             ("message", "sent", summary.messages_sent), ("message", "refused", summary.messages_refused),
+                             ("any", "error", summary.errors)):
+        if n:
+            metrics.RECONCILE.labels(kind, outcome).inc(n)
 
 
 def _ids(query) -> list[int]:
