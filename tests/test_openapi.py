@@ -126,3 +126,22 @@ def test_an_empty_page_argument_is_refused_not_taken_for_the_default(client, use
         resp = client.get(f"/api/orders?{query}", headers=user["headers"])
         assert resp.status_code == 400 and resp.get_json()["error"]["code"] == "invalid_argument", query
     assert client.get("/api/orders", headers=user["headers"]).get_json()["page"] == 1
+
+
+def test_the_readme_api_table_lists_every_route_and_only_those(app):
+    """README's API table, route by route, against app.url_map (the sandbox has its own table)."""
+    import re
+
+    from .conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## The API"):readme.index("## Settings")]
+    rows = set(re.findall(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^` ?]*)", table, flags=re.M))
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith(UNDESCRIBED_PREFIXES):
+            continue
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            routes.add((method, rule.rule.replace("<out_trade_no>", "<no>")))
+    assert routes - rows == set(), "routes missing from README's API table"
+    assert rows - routes == set(), "README's API table names routes the app does not have"
