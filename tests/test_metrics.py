@@ -54,7 +54,8 @@ def test_a_sandbox_journey_moves_the_counters(app, client, user):
     assert moved("miniapp_wechat_calls_total", endpoint=prepay, outcome="ok") == 1
     assert moved("miniapp_wechat_call_duration_seconds_count", endpoint=prepay) == 1
     backlog = {dict(labels)["queue"]: v for (name, labels), v in after.items() if name == "miniapp_backlog"}
-    assert backlog["orders_overdue"] == 0 and backlog["refunds_pending"] == 0 and "messages_pending" in backlog
+    assert backlog["orders_overdue"] == 0 and backlog["refunds_pending"] == 0 and backlog["shipments_pending"] == 0
+    assert "messages_pending" in backlog and "shipments_failed" in backlog
 
 
 def test_a_forged_notification_is_counted_as_refused(app, client):

@@ -8,7 +8,8 @@ from __future__ import annotations
 from sqlalchemy import func
 
 from ..extensions import db
-from ..models import MessageState, Order, OrderStatus, Refund, RefundStatus, SubscribeMessage, utcnow
+from ..models import (MessageState, Order, OrderStatus, Refund, RefundStatus, Shipment, SubscribeMessage,
+                      UploadState, utcnow)
 
 
 def counts() -> dict[str, int]:
@@ -25,8 +26,10 @@ def counts() -> dict[str, int]:
             "refunds_pending": count(Refund, Refund.status == RefundStatus.PENDING.value),
             "refunds_processing": count(Refund, Refund.status == RefundStatus.PROCESSING.value),
             "messages_pending": count(SubscribeMessage, SubscribeMessage.state == MessageState.PENDING.value),
-            # Shipping uploads (upload_shipping_info) will be counted here as "shipments_pending" once the
-            # shipments outbox is on main.
+            # packages whose upload to WeChat's order-shipping management is not taken yet (reconcile retries),
+            # and those WeChat refused for good (an operator must act)
+            "shipments_pending": count(Shipment, Shipment.upload_state == UploadState.PENDING.value),
+            "shipments_failed": count(Shipment, Shipment.upload_state == UploadState.FAILED.value),
         }
     finally:
         db.session.rollback()

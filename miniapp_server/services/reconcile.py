@@ -170,6 +170,10 @@ def _count(summary: Summary) -> None:
                              ("refund", "settled", summary.refunds_settled),
                              ("refund", "unsettled", summary.refunds_checked - summary.refunds_settled),
                              ("message", "sent", summary.messages_sent), ("message", "refused", summary.messages_refused),
+                             ("shipping_upload", "uploaded", summary.uploads_done),
+                             ("shipping_upload", "refused", summary.uploads_refused),
+                             ("shipping_upload", "still_pending",
+                              summary.uploads_checked - summary.uploads_done - summary.uploads_refused),
                              ("any", "error", summary.errors)):
         if n:
             metrics.RECONCILE.labels(kind, outcome).inc(n)
