@@ -74,8 +74,11 @@ def main() -> int:
            "SANDBOX_TIME_SCALE": "0.001", "LOGIN_RATE_LIMIT": "100000", "PYTHONUNBUFFERED": "1",
            "STORE_PREFIX": f"fuzz:{os.getpid()}:"}
     env.setdefault("DATABASE_URL", f"sqlite:///{work / 'fuzz.sqlite3'}")
-    subprocess.run([str(BIN / "flask"), "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
-    subprocess.run([str(BIN / "flask"), "products", "demo"], cwd=ROOT, env=env, check=True, capture_output=True)
+    for step in (["db", "upgrade"], ["products", "demo"]):
+        done = subprocess.run([str(BIN / "flask"), *step], cwd=ROOT, env=env, capture_output=True, text=True)
+        if done.returncode:
+            print(f"flask {' '.join(step)} failed:\n{done.stdout}{done.stderr}", file=sys.stderr)
+            return 2
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = open(work / "gunicorn.log", "w")
