@@ -225,6 +225,9 @@ class Payment(db.Model):
     total_fee: Mapped[int] = mapped_column(Integer)
     time_end: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)  # a day's payments: bill checks
     source: Mapped[str] = mapped_column(String(16))  # notify | query | bill
+    # Who paid, as WeChat's notification or query names them: for NATIVE and APP payments not always the
+    # order's owner, and what WeChat's shipping upload wants as `payer.openid`.
+    payer_openid: Mapped[str | None] = mapped_column(String(128))
     anomaly: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -707,3 +707,19 @@ def test_a_real_server_asks_whether_it_is_trade_managed_once_at_start(gunicorn):
         time.sleep(0.1)
     time.sleep(0.5)  # the second worker had its chance too
     assert requests.get(server.url + "/sandbox/control/calls", timeout=10).json()["is_trade_managed"] == 1
+
+
+def test_a_native_payment_is_uploaded_with_the_openid_of_whoever_paid(app, client, user):
+    from miniapp_server.sandbox.routes import emulator
+
+    order = new_order(client, user)
+    no = order["out_trade_no"]
+    code_url = client.post(f"/api/orders/{no}/native", headers=user["headers"]).get_json()["code_url"]
+    assert client.post("/sandbox/control/scan", json={"code_url": code_url, "payer": "a-passer-by"}).status_code == 200
+    scanner = emulator().openid_for("a-passer-by")
+    o = fresh(no)
+    assert o.status == "paid" and o.payments[0].payer_openid == scanner != o.user.openid
+    outcome = shipping.ship_order(o, "pickup")
+    assert outcome.upload_state == "uploaded", outcome.error
+    (upload,) = sandbox_uploads(client, no)
+    assert upload["body"]["payer"] == {"openid": scanner}  # WeChat: 10060031 for anyone but the payer

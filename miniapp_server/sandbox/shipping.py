@@ -178,7 +178,7 @@ class ShippingDesk:
         order = {
             "transaction_id": pay.get("transaction_id", ""), "merchant_id": self._mch, "sub_merchant_id": "",
             "merchant_trade_no": no, "description": pay.get("body", ""), "paid_amount": int(pay.get("paid_fee") or 0),
-            "openid": pay.get("openid", ""), "trade_create_time": int(pay.get("created", 0)),
+            "openid": self.emu.payer_openid(pay), "trade_create_time": int(pay.get("created", 0)),
             "pay_time": int(pay.get("created", 0)), "order_state": self._state_of(no, pay), "in_complaint": False,
             "shipping": shipping,
         }
@@ -240,7 +240,8 @@ class ShippingDesk:
         openid = payer.get("openid") if isinstance(payer, dict) else None
         if not isinstance(openid, str) or not openid:
             return _error(47001, "payer.openid")
-        if pay.get("openid") and openid != pay["openid"]:
+        payer_openid = self.emu.payer_openid(pay)
+        if payer_openid and openid != payer_openid:
             return _error(10060031)
         with self._locked(no):  # type: ignore[arg-type]
             state = self._load(no)  # type: ignore[arg-type]

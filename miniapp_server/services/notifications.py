@@ -79,6 +79,7 @@ def handle_payment_notification(body: bytes, remote_addr: str | None, headers: M
     # this trade, echoed by WeChat in `attach`.
     verdict = payments.apply_payment(out_trade_no=no, transaction_id=txn, total_fee=fee,
                                      time_end=data.get("time_end"), source="notify", record=record,
+                                     payer_openid=data.get("openid") or None,
                                      before_commit=lambda v: audit_row(v in payments.ACKNOWLEDGED, v),
                                      note=f" (pay request {request_id_from_attach(data.get('attach')) or '-'})")
     if verdict in payments.ACKNOWLEDGED:

@@ -143,16 +143,19 @@ def mark_closed(order_id: int) -> bool:
 
 def apply_payment(*, out_trade_no: str, transaction_id: str, total_fee: int, time_end: str | None, source: str,
                   record: dict[str, Any] | None = None, before_commit: Callable[[str], None] | None = None,
-                  note: str = "") -> str:
+                  note: str = "", payer_openid: str | None = None) -> str:
     """Apply one payment WeChat vouches for; returns the verdict. Commits (with `record`, if given).
 
     `before_commit(verdict)` runs inside the transaction just before its commit (the notification's
-    audit row rides along with it); `note` ends the one log line of the outcome.
+    audit row rides along with it); `note` ends the one log line of the outcome; `payer_openid` is who
+    paid as WeChat says (the shipping upload must name them).
     """
     paid_at = parse_wechat_time(time_end or "") or utcnow()
+    payer = (payer_openid or None) and str(payer_openid)[:128]
     for attempt in range(5):
         try:
-            verdict = _apply_once(out_trade_no, transaction_id, total_fee, paid_at, source, quick=attempt == 0)
+            verdict = _apply_once(out_trade_no, transaction_id, total_fee, paid_at, source, quick=attempt == 0,
+                                  payer_openid=payer)
             if record is not None:
                 db.session.connection().execute(
                     insert(PaymentNotification.__table__).values(**record, verdict=verdict))
@@ -180,7 +183,7 @@ def apply_payment(*, out_trade_no: str, transaction_id: str, total_fee: int, tim
 
 
 def _apply_once(out_trade_no: str, transaction_id: str, total_fee: int, paid_at: datetime, source: str,
-                quick: bool = True) -> str:
+                quick: bool = True, payer_openid: str | None = None) -> str:
     begin_write(db.session)
     if quick:
         # The common case in two statements: an unpaid order of exactly this amount becomes paid, and its
@@ -200,7 +203,8 @@ def _apply_once(out_trade_no: str, transaction_id: str, total_fee: int, paid_at:
         ).first()
         if paid is not None:
             conn.execute(insert(payments).values(order_id=paid.id, transaction_id=transaction_id, total_fee=total_fee,
-                                                 time_end=paid_at, source=source, created_at=now))
+                                                 time_end=paid_at, source=source, payer_openid=payer_openid,
+                                                 created_at=now))
             # The order's row as it now is, locked by the UPDATE: what the message is made of.
             messages.queue(paid, "paid", values={"paid_at": paid_at})  # in this transaction: gone if it rolls back
             return PAID
@@ -233,7 +237,7 @@ def _apply_once(out_trade_no: str, transaction_id: str, total_fee: int, paid_at:
         ).rowcount
         if moved == 1:
             db.session.add(Payment(order_id=order.id, transaction_id=transaction_id, total_fee=total_fee,
-                                   time_end=paid_at, source=source))
+                                   time_end=paid_at, source=source, payer_openid=payer_openid))
             messages.queue(order, "paid", values={"paid_at": paid_at})  # in this transaction: gone if it rolls back
             db.session.expire(order)
             return PAID
@@ -274,7 +278,7 @@ def sync_order(order: Order) -> Order:
     if answer.paid and answer.transaction_id:
         apply_payment(out_trade_no=no, transaction_id=answer.transaction_id,
                       total_fee=answer.total_fee if answer.total_fee is not None else -1, time_end=answer.time_end,
-                      source="query")
+                      source="query", payer_openid=answer.openid)
     elif answer.trade_state in ("CLOSED", "REVOKED", "PAYERROR"):
         mark_closed(order_id)
     fresh = db.session.get(Order, order_id)

@@ -330,7 +330,7 @@ def _upload(order_id: int, upload_no: int) -> WeChatError | None:
     mch_id = current_app.config["WECHAT_MCH_ID"]
     key = protocol.order_key(mchid=mch_id, out_trade_no=order.out_trade_no)
     body = protocol.upload_body(
-        key=key, logistics_type=first.logistics_type, openid=order.user.openid, upload_time=first.upload_time,
+        key=key, logistics_type=first.logistics_type, openid=payer_openid(order), upload_time=first.upload_time,
         split=first.delivery_mode == protocol.SPLIT, all_delivered=first.is_all_delivered,
         packages=[protocol.Package(item_desc=s.item_desc, tracking_no=s.tracking_no, express_company=s.express_company,
                                    receiver_contact=s.receiver_contact, consignor_contact=s.consignor_contact)
@@ -358,6 +358,13 @@ def _upload(order_id: int, upload_no: int) -> WeChatError | None:
     db.session.commit()
     log.info("order %s: upload %s accepted by WeChat", no, upload_no)
     return None
+
+
+def payer_openid(order: Order) -> str:
+    """`payer.openid`: who paid, as WeChat's notification said (a NATIVE or APP payer need not be the order's
+    owner); the owner's openid for payments recorded before we kept it."""
+    paid = next((p for p in order.payments if p.transaction_id == order.transaction_id), None)
+    return (paid.payer_openid if paid is not None and paid.payer_openid else None) or order.user.openid
 
 
 def _already_at_wechat(mch_id: str, out_trade_no: str, logistics_type: str, trackings: set[str]) -> bool:

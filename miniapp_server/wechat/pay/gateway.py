@@ -53,6 +53,7 @@ class TradeState:
     transaction_id: str | None = None
     total_fee: int | None = None  # fen; None when WeChat did not say
     time_end: str | None = None  # yyyyMMddHHmmss, China time
+    openid: str | None = None  # the payer, as WeChat names them under the appid
 
     @property
     def paid(self) -> bool:
@@ -134,7 +135,7 @@ class V2Gateway:
     def query(self, out_trade_no: str) -> TradeState:
         answer = self.client.order_query(out_trade_no=out_trade_no)
         return TradeState(answer.get("trade_state") or "", answer.get("transaction_id") or None,
-                          _fee(answer.get("total_fee")), answer.get("time_end") or None)
+                          _fee(answer.get("total_fee")), answer.get("time_end") or None, answer.get("openid") or None)
 
     def close(self, out_trade_no: str) -> None:
         self.client.close_order(out_trade_no)
@@ -246,8 +247,10 @@ class V3Gateway:
         except PayError as err:
             raise _translated(err) from None
         amount = answer.get("amount") if isinstance(answer.get("amount"), dict) else {}
+        payer = answer.get("payer") if isinstance(answer.get("payer"), dict) else {}
         return TradeState(str(answer.get("trade_state") or ""), answer.get("transaction_id") or None,
-                          _fee(amount.get("total")), _v2_time(answer.get("success_time")))
+                          _fee(amount.get("total")), _v2_time(answer.get("success_time")),
+                          payer.get("openid") or None)
 
     def close(self, out_trade_no: str) -> None:
         try:
