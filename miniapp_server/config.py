@@ -146,7 +146,7 @@ class Config:
     SHIPPING_EXPRESS_CODES: str = ""  # more express company codes of WeChat's list, comma-separated
     SHIPPING_CONSIGNOR_PHONE: str = ""  # the shop's phone, the SF contact when the buyer's is unknown
     SHIPPING_NOT_FOUND_GRACE: int = 1800  # seconds after payment WeChat's 10060001 is taken as "not yet"
-    WECHAT_MSG_JUMP_PATH: str = "pages/order-detail/order-detail"  # set_msg_jump_path's path
+    WECHAT_SHIPPING_JUMP_PATH: str = "pages/order-detail/order-detail"  # set_msg_jump_path's path
     WECHAT_TRADE_MANAGED_CHECK: bool = True  # ask is_trade_managed once when the server starts
     EMBEDDED_STORE_PATH: str = ""
     STORE_PREFIX: str = "miniapp:"  # Redis key prefix
@@ -243,7 +243,7 @@ class Config:
         cfg.SHIPPING_EXPRESS_CODES = env.get("SHIPPING_EXPRESS_CODES", "")
         cfg.SHIPPING_CONSIGNOR_PHONE = env.get("SHIPPING_CONSIGNOR_PHONE", "").strip()
         cfg.SHIPPING_NOT_FOUND_GRACE = _int(env, "SHIPPING_NOT_FOUND_GRACE", cls.SHIPPING_NOT_FOUND_GRACE)
-        cfg.WECHAT_MSG_JUMP_PATH = env.get("WECHAT_MSG_JUMP_PATH", "") or cls.WECHAT_MSG_JUMP_PATH
+        cfg.WECHAT_SHIPPING_JUMP_PATH = env.get("WECHAT_SHIPPING_JUMP_PATH", "") or cls.WECHAT_SHIPPING_JUMP_PATH
         check_raw = env.get("WECHAT_TRADE_MANAGED_CHECK")
         cfg.WECHAT_TRADE_MANAGED_CHECK = _flag(check_raw) if check_raw not in (None, "") else True
         cfg.EMBEDDED_STORE_PATH = env.get("EMBEDDED_STORE_PATH", "") or os.path.join(

@@ -182,7 +182,7 @@ def trade_managed_cmd(as_json: bool) -> None:
 def set_jump_path_cmd(path: str | None, as_json: bool) -> None:
     """Make WeChat's shipping messages open the mini-program's order page (set_msg_jump_path).
 
-    PATH defaults to WECHAT_MSG_JUMP_PATH (pages/order-detail/order-detail); WeChat adds
+    PATH defaults to WECHAT_SHIPPING_JUMP_PATH (pages/order-detail/order-detail); WeChat adds
     transaction_id, merchant_id and merchant_trade_no to its query by itself.
     """
     from ..services.trade_management import set_jump_path

@@ -37,7 +37,7 @@ def describe(managed: bool) -> str:
 
 def set_jump_path(path: str | None = None) -> str:
     """Point WeChat's shipping and confirm-receipt messages at the mini-program's order page."""
-    path = path if path is not None else current_app.config["WECHAT_MSG_JUMP_PATH"]
+    path = path if path is not None else current_app.config["WECHAT_SHIPPING_JUMP_PATH"]
     wechat.access_token.call(lambda token: wechat.shipping.set_msg_jump_path(token, path))
     log.info("WeChat's shipping messages now open %s", path)
     return path
