@@ -167,3 +167,20 @@ test('WeChat\'s page fails (e.g. another payer): the page says so with WeChat\'s
     await mp.close()
   }
 })
+
+test('WeChat\'s order centre opens the page with merchant_trade_no (set_msg_jump_path\'s query): the order shows', async () => {
+  const mp = await launch({ baseUrl: backend.url, wx: { user: 'receipt-erin' } })
+  try {
+    const paid = await paidOrder(mp)
+    const no = paid.out_trade_no
+    await ship(no, '--virtual')
+    mp.router.navigateTo({ url: '/pages/order-detail/order-detail?transaction_id=' + paid.transaction_id +
+      '&merchant_id=' + paid.confirm_receipt.merchant_id + '&merchant_trade_no=' + no })
+    const detail = await mp.waitFor((p) => p.route === 'pages/order-detail/order-detail' && p.data.state === 'ready',
+      { what: 'the order page opened from WeChat' })
+    assert.equal(detail.data.order.status, 'shipped')
+    assert.ok(detail.tappables().some((t) => t.text.includes('确认收货')))
+  } finally {
+    await mp.close()
+  }
+})

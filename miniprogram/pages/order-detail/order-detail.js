@@ -26,7 +26,9 @@ Page({
   },
 
   onLoad (query) {
-    this.outTradeNo = query.out_trade_no || ''
+    // Our own links say out_trade_no; WeChat's order centre and shipping messages (set_msg_jump_path)
+    // open this page with merchant_trade_no (and transaction_id, merchant_id) appended instead.
+    this.outTradeNo = query.out_trade_no || query.merchant_trade_no || ''
     this.load()
   },
 
