@@ -6,6 +6,7 @@ Neither the API key nor the string that is signed is ever logged.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -64,10 +65,7 @@ class PayClient:
 
     def _request(self, path: str, params: Mapping[str, Any], use_cert: bool = False) -> dict[str, str]:
         data = self.signed(params)
-        started = time.perf_counter()
-        answer: dict[str, str] | None = None
-        outcome = "ok"
-        try:
+        with self._exchange(path, data) as record:
             try:
                 resp = self.http.post(self.base + path, data=xmlcodec.dumps(data),
                                       headers={"Content-Type": "text/xml; charset=utf-8"},
@@ -77,19 +75,30 @@ class PayClient:
             if resp.status_code >= 500:
                 raise WeChatUnavailable(f"WeChat Pay answered HTTP {resp.status_code}")
             try:
-                answer = xmlcodec.loads(resp.content)
+                record["answer"] = answer = xmlcodec.loads(resp.content)
             except xmlcodec.XMLError as exc:
                 raise WeChatUnavailable(f"WeChat Pay answered something unreadable: {exc}") from None
             self._check(answer)
             return answer
+
+    @contextlib.contextmanager
+    def _exchange(self, path: str, data: dict[str, str]) -> Iterator[dict[str, Any]]:
+        """Times one exchange, logs its outcome and hands it to `on_exchange` (the audit trail), however it ends.
+
+        The caller fills `record["answer"]` (and may set `record["outcome"]`); a typed WeChat error names the outcome.
+        """
+        started = time.perf_counter()
+        record: dict[str, Any] = {"answer": None, "outcome": "ok"}
+        try:
+            yield record
         except (WeChatUnavailable, PayError, SignatureError) as exc:
-            outcome = f"{type(exc).__name__}:{exc.code or ''}"
+            record["outcome"] = f"{type(exc).__name__}:{exc.code or ''}"
             raise
         finally:
             elapsed = time.perf_counter() - started
-            log.info("wechat pay %s outcome=%s %.1fms", path, outcome, elapsed * 1000)
+            log.info("wechat pay %s outcome=%s %.1fms", path, record["outcome"], elapsed * 1000)
             if self.on_exchange:
-                self.on_exchange(path, data, answer, outcome, elapsed)
+                self.on_exchange(path, data, record["answer"], record["outcome"], elapsed)
 
     def _check(self, answer: dict[str, str]) -> None:
         if answer.get("return_code") != "SUCCESS":
@@ -168,9 +177,7 @@ class PayClient:
     def _download(self, path: str, params: Mapping[str, Any], sign_type: str | None = None,
                   use_cert: bool = False) -> bills.BillFile | None:
         data = self.signed(params, sign_type)
-        started = time.perf_counter()
-        outcome, answer = "ok", None
-        try:
+        with self._exchange(path, data) as record:
             try:
                 resp = self.http.post(self.base + path, data=xmlcodec.dumps(data), stream=True,
                                       headers={"Content-Type": "text/xml; charset=utf-8"},
@@ -183,23 +190,15 @@ class PayClient:
                 chunks = resp.iter_content(bills.CHUNK)  # streamed: a large bill never sits in memory whole
                 first = next(chunks, b"")
                 if first.lstrip()[:4] == b"<xml":
-                    answer = self._bill_error(first + b"".join(chunks))
-                    outcome = "no_bill"
+                    record["answer"] = self._bill_error(first + b"".join(chunks))
+                    record["outcome"] = "no_bill"
                     return None
                 try:
                     file = bills.BillFile.receive(_chain(first, chunks))
                 except Exception as exc:
                     raise WeChatUnavailable(f"the bill download broke off ({type(exc).__name__})") from None
-                answer = {"bill_bytes": str(file.size)}
+                record["answer"] = {"bill_bytes": str(file.size)}
                 return file
-        except (WeChatUnavailable, PayError, SignatureError) as exc:
-            outcome = f"{type(exc).__name__}:{exc.code or ''}"
-            raise
-        finally:
-            elapsed = time.perf_counter() - started
-            log.info("wechat pay %s outcome=%s %.1fms", path, outcome, elapsed * 1000)
-            if self.on_exchange:
-                self.on_exchange(path, data, answer, outcome, elapsed)
 
     @staticmethod
     def _bill_error(body: bytes) -> dict[str, str]:
