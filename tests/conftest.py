@@ -134,6 +134,11 @@ def make_app(env):
     yield factory
     checker.close()
     for app in made:
+        # The sandbox's retry threads stop first: one still running would write into the next test's
+        # freshly emptied database (and, on PostgreSQL, deadlock with its TRUNCATE).
+        emu = app.extensions.get("sandbox")
+        if emu is not None:
+            assert not emu.close(timeout=15), "sandbox threads outlived their test"
         with app.app_context():
             db.session.remove()
             db.engine.dispose()

@@ -10,6 +10,7 @@ from miniapp_server.models import Order
 from miniapp_server.sandbox import emulator as emulator_module
 from miniapp_server.wechat.pay import signing, xmlcodec
 
+from .conftest import lose_notifications
 from .test_pay import pay
 
 
@@ -101,6 +102,21 @@ def test_unacknowledged_notifications_are_retried_on_wechats_schedule(app, clien
                                               10800, 21600, 21600)
     db.session.rollback()
     assert db.session.execute(db.select(Order.status)).scalar_one() == "paid"
+
+
+def test_closing_the_sandbox_stops_its_retries_at_once(app, client, user, order):
+    # A refused notification is retried on WeChat's schedule from a thread; close() (a test's teardown, a
+    # stopping process) wakes it from its pause and it gives up instead of writing into the next database.
+    emu = app.extensions["sandbox"]
+    emu.time_scale = 1.0  # the second attempt is 15 s away
+    lose_notifications(app)
+    params = pay(client, user, order).get_json()
+    assert not client.post("/sandbox/control/pay", json=params).get_json()["notification"]["acknowledged"]
+    started = time.monotonic()
+    assert emu.close(timeout=5) == []
+    assert time.monotonic() - started < 2
+    items = client.get("/sandbox/control/notifications", query_string={"out_trade_no": order["out_trade_no"]}).get_json()["items"]
+    assert [i["attempt"] for i in items] == [1]
 
 
 def test_control_calls_count_what_the_backend_asked(client, user, order):

@@ -77,12 +77,54 @@ class Emulator:
         self.merchant = merchant
         self.sender = sender
         self.time_scale = time_scale
-        self.sleep = time.sleep  # between retries; tests watch it
+        self.sleep = self._pause  # between retries; tests watch it
+        # Retry and settlement threads: `close()` stops them, so none outlives its app (a test's teardown,
+        # a process that stops) and writes into whatever database comes next.
+        self._closing = threading.Event()
+        self._threads: set[threading.Thread] = set()
+        self._threads_lock = threading.Lock()
         # WeChat's prepay_id and NATIVE code_url live two hours; tests shorten it to watch a renewal.
         self.prepay_ttl = prepay_ttl
         # Whether a notify URL names the app this emulator lives in: those are handed to the app in-process
         # (first attempt at once); any other host gets its notification over HTTP from a background thread.
         self.names_app: Callable[[str], bool] = lambda url: False
+
+    # -- background work ----------------------------------------------------------------------
+
+    def spawn(self, target: Callable[..., Any], *args: Any, name: str) -> None:
+        """Run `target(*args)` on a daemon thread that `close()` waits for."""
+        if self._closing.is_set():
+            return
+
+        def run() -> None:
+            try:
+                target(*args)
+            finally:
+                with self._threads_lock:
+                    self._threads.discard(thread)
+
+        thread = threading.Thread(target=run, daemon=True, name=name)
+        with self._threads_lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def _pause(self, seconds: float) -> None:
+        self._closing.wait(seconds)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing.is_set()
+
+    def close(self, timeout: float = 10.0) -> list[str]:
+        """Stop retrying: wake every sleeping retry thread, let each finish the attempt it is in, and wait
+        for them. Returns the names of threads still running after `timeout` (none, normally)."""
+        self._closing.set()
+        deadline = time.monotonic() + timeout
+        with self._threads_lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return [t.name for t in threads if t.is_alive()]
 
     # -- api.weixin.qq.com ----------------------------------------------------------------------
 
@@ -436,12 +478,11 @@ class Emulator:
         if not self.names_app(url):
             # Another host: over HTTP, never on the request path (a server that hangs, or that is this very
             # process behind another name, must not hold the control call); attempt 1 goes at once.
-            threading.Thread(target=self._retry, args=(url, tags, post, acknowledged, 1), daemon=True,
-                             name=name).start()
+            self.spawn(self._retry, url, tags, post, acknowledged, 1, name=name)
             return {**tags, "url": url, "attempt": 1, "queued": True, "acknowledged": False}
         first = self._attempt(url, tags, post, acknowledged, 1)
         if not first["acknowledged"]:
-            threading.Thread(target=self._retry, args=(url, tags, post, acknowledged), daemon=True, name=name).start()
+            self.spawn(self._retry, url, tags, post, acknowledged, name=name)
         return first
 
     def _retry(self, url: str, tags: dict[str, str], post: Post, acknowledged: Acknowledged, first: int = 2) -> None:
@@ -449,6 +490,8 @@ class Emulator:
             return
         for attempt, delay in enumerate(RETRY_SCHEDULE, start=2):
             self.sleep(delay * self.time_scale)
+            if self.closing:
+                return
             if self._attempt(url, tags, post, acknowledged, attempt)["acknowledged"]:
                 return
 

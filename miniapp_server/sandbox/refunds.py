@@ -16,7 +16,6 @@ Control knobs (`behaviour`): `hold_notifications` keeps refunds PROCESSING until
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 
@@ -133,8 +132,7 @@ class RefundDesk:
         answer = emu._answer(self._accepted_fields(order, refund), sign_type)
         if not self.behaviour().get("hold_notifications"):
             if self.deliver_in_background:
-                threading.Thread(target=self.settle, args=(refund["out_refund_no"],), daemon=True,
-                                 name=f"sandbox-refund-{refund['out_refund_no']}").start()
+                emu.spawn(self.settle, refund["out_refund_no"], name=f"sandbox-refund-{refund['out_refund_no']}")
             else:
                 self.settle(refund["out_refund_no"])
         return answer

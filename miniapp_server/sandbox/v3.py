@@ -333,8 +333,7 @@ class V3Desk:
         answer = self.refund_view(order, refund)
         if not self.refunds.behaviour().get("hold_notifications"):
             if self.deliver_in_background:
-                threading.Thread(target=self.refunds.settle, args=(out_refund_no,), daemon=True,
-                                 name=f"sandbox-v3-refund-{out_refund_no}").start()
+                emu.spawn(self.refunds.settle, out_refund_no, name=f"sandbox-v3-refund-{out_refund_no}")
             else:
                 self.refunds.settle(out_refund_no)
         return 200, answer
