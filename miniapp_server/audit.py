@@ -43,6 +43,7 @@ _PENDING = "miniapp.audit_pending"
 # The order a call is about when its own fields do not say (a subscribe message names only its openid).
 _ORDER: ContextVar[str | None] = ContextVar("audit_order", default=None)
 _AFTER = "miniapp.audit_after_commit"
+_INSERT = insert(WeChatExchange.__table__)  # built once: one a request on the hot paths
 
 # Field names whose values never reach the trail (compared lower-cased).
 SECRET_FIELDS = frozenset({
@@ -181,7 +182,7 @@ def _write(engine: Engine, rows: list[dict[str, Any]]) -> None:
     started = time.perf_counter()
     try:
         with engine.begin() as conn:
-            conn.execute(insert(WeChatExchange), rows)
+            conn.execute(_INSERT, rows[0] if len(rows) == 1 else rows)
     except Exception as exc:  # noqa: BLE001
         log.warning("audit rows not written after %.0fms (%s)", (time.perf_counter() - started) * 1000,
                     type(exc).__name__)
@@ -209,7 +210,7 @@ def _before_commit(session) -> None:
         conn = session.connection()
         try:
             with conn.begin_nested():
-                conn.execute(insert(WeChatExchange), mine)
+                conn.execute(_INSERT, mine[0] if len(mine) == 1 else mine)
         except Exception as exc:  # noqa: BLE001 - the caller's commit goes on without them
             log.warning("audit rows not written after %.0fms (%s)", (time.perf_counter() - started) * 1000,
                         type(exc).__name__)

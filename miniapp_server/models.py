@@ -175,7 +175,7 @@ def order_dict(order: Any, items: Iterable[Any], shipments: Iterable[Any] = ()) 
         "refunded_fee": order.refunded_fee,
         "shipped_at": order.shipped_at.isoformat() if order.shipped_at else None,
         "received_at": order.received_at.isoformat() if order.received_at else None,
-        "shipments": [s.to_dict() for s in shipments],
+        "shipments": [shipment_dict(s) for s in shipments],
         "confirm_receipt": confirm_receipt_of(order),
     }
 
@@ -186,6 +186,12 @@ def confirm_receipt_of(order: Any) -> dict | None:
         return None
     mch_id = current_app.config.get("WECHAT_MCH_ID") if has_app_context() else None
     return {"merchant_id": mch_id, "merchant_trade_no": order.out_trade_no, "transaction_id": order.transaction_id}
+
+
+def shipment_dict(shipment: Any) -> dict:
+    """What the buyer sees of a package (the contract's shape): no upload state, no contacts."""
+    return {"logistics_type": shipment.logistics_type, "express_company": shipment.express_company,
+            "tracking_no": shipment.tracking_no, "item_desc": shipment.item_desc}
 
 
 def item_dict(item: Any) -> dict:
@@ -358,9 +364,7 @@ class Shipment(db.Model):
     order: Mapped[Order] = relationship(back_populates="shipments")
 
     def to_dict(self) -> dict:
-        """What the buyer sees (the contract's shape): no upload state, no contacts."""
-        return {"logistics_type": self.logistics_type, "express_company": self.express_company,
-                "tracking_no": self.tracking_no, "item_desc": self.item_desc}
+        return shipment_dict(self)
 
     def operator_dict(self) -> dict:
         return {**self.to_dict(), "upload_no": self.upload_no, "package_no": self.package_no,

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 
 from flask import current_app
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -77,22 +77,33 @@ def count_login(client: str, ok: bool) -> None:
         store.incr(_rate_key("ok" if ok else "refused", client), RATE_WINDOW)
 
 
+_UPSERTS: dict = {}
+
+
+def _upsert_statement(dialect: str):
+    """The login's upsert, built once per dialect: every login runs it."""
+    stmt = _UPSERTS.get(dialect)
+    if stmt is None:
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        users, now = User.__table__, bindparam("u_now")
+        stmt = insert(users).values(openid=bindparam("u_openid"), unionid=bindparam("u_unionid"), created_at=now,
+                                    updated_at=now, last_login_at=now)
+        stmt = _UPSERTS[dialect] = stmt.on_conflict_do_update(
+            index_elements=[users.c.openid],
+            set_={"last_login_at": now, "updated_at": now, "unionid": func.coalesce(stmt.excluded.unionid, users.c.unionid)},
+        ).returning(*users.c)
+    return stmt
+
+
 def upsert_user(openid: str, unionid: str | None) -> User:
     """The user for this openid, made on first login; safe when two logins race.
 
     One INSERT ... ON CONFLICT DO UPDATE ... RETURNING (PostgreSQL and SQLite): the database settles a
     race between two first logins, instead of a SELECT, then an INSERT or an UPDATE, and a retry.
     """
-    dialect = db.session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
     now = utcnow()
-    stmt = insert(User).values(openid=openid, unionid=unionid, created_at=now, updated_at=now, last_login_at=now)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[User.openid],
-        set_={"last_login_at": now, "updated_at": now,
-              "unionid": func.coalesce(stmt.excluded.unionid, User.__table__.c.unionid)},
-    ).returning(*User.__table__.c)
-    row = db.session.connection().execute(stmt).one()
+    stmt = _upsert_statement(db.session.get_bind().dialect.name)
+    row = db.session.connection().execute(stmt, {"u_openid": openid, "u_unionid": unionid, "u_now": now}).one()
     db.session.commit()
     return User(**row._mapping)  # the row as committed, not attached to the session (nothing to reload)
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from flask import current_app
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -41,6 +41,25 @@ PAID = "paid"
 DUPLICATE = "duplicate"
 UNKNOWN_ORDER = "unknown_order"
 ACKNOWLEDGED = {PAID, DUPLICATE, Anomaly.PAID_AFTER_CLOSE.value, Anomaly.DOUBLE_PAYMENT.value}
+
+# The quick path's statements, built once: SQLAlchemy then skips building the statement and its cache
+# key on every notification (they were a third of the SQL layer's CPU; bench/README.md).
+_ORDERS, _PAYMENTS = Order.__table__, Payment.__table__
+_PAY_UNPAID = (
+    update(_ORDERS)
+    .where(_ORDERS.c.out_trade_no == bindparam("no"), _ORDERS.c.status == OrderStatus.UNPAID.value,
+           _ORDERS.c.total_fee == bindparam("fee"))
+    .values(status=OrderStatus.PAID.value, transaction_id=bindparam("txn"), paid_at=bindparam("paid"),
+            updated_at=bindparam("now"))
+    .returning(*_ORDERS.c)
+)
+_INSERT_PAYMENT = insert(_PAYMENTS)
+_INSERT_NOTIFICATION = insert(PaymentNotification.__table__)
+_KNOWN = (
+    select(_ORDERS.c.id, _PAYMENTS.c.id, _PAYMENTS.c.anomaly)
+    .outerjoin(_PAYMENTS, _PAYMENTS.c.transaction_id == bindparam("txn"))
+    .where(_ORDERS.c.out_trade_no == bindparam("no"))
+)
 
 
 def ensure_payable(order: Order) -> None:
@@ -157,8 +176,7 @@ def apply_payment(*, out_trade_no: str, transaction_id: str, total_fee: int, tim
             verdict = _apply_once(out_trade_no, transaction_id, total_fee, paid_at, source, quick=attempt == 0,
                                   payer_openid=payer)
             if record is not None:
-                db.session.connection().execute(
-                    insert(PaymentNotification.__table__).values(**record, verdict=verdict))
+                db.session.connection().execute(_INSERT_NOTIFICATION, {**record, "verdict": verdict})
             if before_commit is not None:
                 before_commit(verdict)
             db.session.commit()
@@ -193,27 +211,18 @@ def _apply_once(out_trade_no: str, transaction_id: str, total_fee: int, paid_at:
         # caller rolls back and retries without this shortcut. Core statements on the session's
         # connection (same transaction): no ORM bulk-persistence layer for rows it does not track.
         conn = db.session.connection()
-        orders, payments = Order.__table__, Payment.__table__
         now = utcnow()
-        paid = conn.execute(
-            update(orders).where(orders.c.out_trade_no == out_trade_no, orders.c.status == OrderStatus.UNPAID.value,
-                                 orders.c.total_fee == total_fee)
-            .values(status=OrderStatus.PAID.value, transaction_id=transaction_id, paid_at=paid_at, updated_at=now)
-            .returning(*orders.c)
-        ).first()
+        paid = conn.execute(_PAY_UNPAID, {"no": out_trade_no, "fee": total_fee, "txn": transaction_id,
+                                          "paid": paid_at, "now": now}).first()
         if paid is not None:
-            conn.execute(insert(payments).values(order_id=paid.id, transaction_id=transaction_id, total_fee=total_fee,
-                                                 time_end=paid_at, source=source, payer_openid=payer_openid,
-                                                 created_at=now))
+            conn.execute(_INSERT_PAYMENT, {"order_id": paid.id, "transaction_id": transaction_id,
+                                           "total_fee": total_fee, "time_end": paid_at, "source": source,
+                                           "payer_openid": payer_openid, "anomaly": None, "created_at": now})
             # The order's row as it now is, locked by the UPDATE: what the message is made of.
             messages.queue(paid, "paid", values={"paid_at": paid_at})  # in this transaction: gone if it rolls back
             return PAID
         # Already recorded? A payment row never changes once written, so no lock is needed to say so.
-        known = conn.execute(
-            select(orders.c.id, payments.c.id, payments.c.anomaly)
-            .outerjoin(payments, payments.c.transaction_id == transaction_id)
-            .where(orders.c.out_trade_no == out_trade_no)
-        ).first()
+        known = conn.execute(_KNOWN, {"txn": transaction_id, "no": out_trade_no}).first()
         if known is None:
             return UNKNOWN_ORDER
         if known[1] is not None:

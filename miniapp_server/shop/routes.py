@@ -31,7 +31,7 @@ def list_orders():
 @bp.get("/orders/<out_trade_no>")
 @login_required
 def get_order(out_trade_no: str):
-    return orders.get_own_order(g.session.user_id, out_trade_no, with_items=True).to_dict()
+    return orders.own_order_view(g.session.user_id, out_trade_no)
 
 
 @bp.post("/orders/<out_trade_no>/pay")
