@@ -95,12 +95,14 @@ def create_order(user_id: int, raw_items: Any) -> dict[str, Any]:
     return order_dict(order, [SimpleNamespace(**line) for line in lines])
 
 
+_OWN_ORDER_TO_CHANGE = select(Order).where(Order.out_trade_no == bindparam("no"), Order.user_id == bindparam("user"))
+
+
 def get_own_order(user_id: int, out_trade_no: str) -> Order:
     """The caller's order, to change; someone else's is simply not found (`own_order_view` shows one)."""
     if not out_trade_no or len(out_trade_no) > 32:
         raise not_found("no such order")
-    order = db.session.execute(
-        db.select(Order).filter_by(out_trade_no=out_trade_no, user_id=user_id)).scalar_one_or_none()
+    order = db.session.execute(_OWN_ORDER_TO_CHANGE, {"no": out_trade_no, "user": user_id}).scalar_one_or_none()
     if order is None:
         raise not_found("no such order")
     return order

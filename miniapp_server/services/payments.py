@@ -42,7 +42,7 @@ DUPLICATE = "duplicate"
 UNKNOWN_ORDER = "unknown_order"
 ACKNOWLEDGED = {PAID, DUPLICATE, Anomaly.PAID_AFTER_CLOSE.value, Anomaly.DOUBLE_PAYMENT.value}
 
-# The quick path's statements, built once: SQLAlchemy then skips building the statement and its cache
+# The hot paths' statements, built once: SQLAlchemy then skips building the statement and its cache
 # key on every notification (they were a third of the SQL layer's CPU; bench/README.md).
 _ORDERS, _PAYMENTS = Order.__table__, Payment.__table__
 _PAY_UNPAID = (
@@ -54,6 +54,14 @@ _PAY_UNPAID = (
     .returning(*_ORDERS.c)
 )
 _INSERT_PAYMENT = insert(_PAYMENTS)
+_KEEP_PREPAY = (
+    update(_ORDERS)
+    .where(_ORDERS.c.id == bindparam("order"), _ORDERS.c.status == OrderStatus.UNPAID.value)
+    .values(prepay_id=bindparam("p_prepay_id"), trade_type=bindparam("p_trade_type"),
+            prepay_expires_at=bindparam("p_expires"), code_url=bindparam("p_code_url"),
+            client_ip=bindparam("p_client_ip"), pay_request_id=bindparam("p_rid"), updated_at=bindparam("p_now"))
+    .returning(*_ORDERS.c)
+)
 _INSERT_NOTIFICATION = insert(PaymentNotification.__table__)
 _KNOWN = (
     select(_ORDERS.c.id, _PAYMENTS.c.id, _PAYMENTS.c.anomaly)
@@ -112,13 +120,9 @@ def prepay(order: Order, *, trade_type: str, notify_url: str, client_ip: str, op
         expires = old_expires  # WeChat handed back the prepay it already gave: its life was not extended
     # RETURNING hands back the row as committed (the UPDATE's row lock holds until the commit), so the
     # order is brought up to date from it instead of being reloaded by a query of its own.
-    row = db.session.execute(
-        update(Order).where(Order.id == order_id, Order.status == OrderStatus.UNPAID.value).values(
-            prepay_id=prepay_id, trade_type=trade_type, prepay_expires_at=expires,
-            code_url=answer.code_url, client_ip=client_ip, pay_request_id=pay_request_id,
-            updated_at=utcnow()).returning(*Order.__table__.c),
-        execution_options={"synchronize_session": False},
-    ).first()
+    row = db.session.connection().execute(_KEEP_PREPAY, {
+        "order": order_id, "p_prepay_id": prepay_id, "p_trade_type": trade_type, "p_expires": expires,
+        "p_code_url": answer.code_url, "p_client_ip": client_ip, "p_rid": pay_request_id, "p_now": utcnow()}).first()
     db.session.commit()
     if row is None:
         order = db.session.get(Order, order_id)
