@@ -46,6 +46,7 @@ def _translated(method):
 
 class Store(Protocol):
     def get(self, key: str) -> str | None: ...
+    def get_many(self, keys: list[str]) -> list[str | None]: ...
     def set(self, key: str, value: str, ttl: float | None = None) -> None: ...
     def add(self, key: str, value: str, ttl: float | None = None) -> bool: ...
     def delete(self, key: str) -> None: ...
@@ -78,6 +79,11 @@ class RedisStore:
     @_translated
     def get(self, key: str) -> str | None:
         return self._redis.get(self._k(key))
+
+    @_translated
+    def get_many(self, keys: list[str]) -> list[str | None]:
+        """Several values in one round trip (MGET), in the order of `keys`."""
+        return self._redis.mget([self._k(key) for key in keys])
 
     @_translated
     def set(self, key: str, value: str, ttl: float | None = None) -> None:
@@ -166,6 +172,14 @@ class EmbeddedStore:
             "SELECT v FROM kv WHERE k = ? AND (exp IS NULL OR exp > ?)", (key, time.time())
         ).fetchone()
         return row[0] if row else None
+
+    @_translated
+    def get_many(self, keys: list[str]) -> list[str | None]:
+        marks = ",".join("?" * len(keys))
+        found = dict(self._conn().execute(
+            f"SELECT k, v FROM kv WHERE k IN ({marks}) AND (exp IS NULL OR exp > ?)", (*keys, time.time())
+        ).fetchall())
+        return [found.get(key) for key in keys]
 
     @_translated
     def set(self, key: str, value: str, ttl: float | None = None) -> None:

@@ -34,6 +34,14 @@ def test_get_set_delete_and_ttl(store):
     assert store.get("k") is None
 
 
+def test_get_many_answers_in_the_order_asked_and_skips_expired(store):
+    store.set("a", "1")
+    store.set("gone", "2", ttl=0.05)
+    store.set("c", "3")
+    time.sleep(0.1)
+    assert store.get_many(["c", "missing", "a", "gone"]) == ["3", None, "1", None]
+
+
 def test_add_only_when_absent_or_expired(store):
     assert store.add("a", "1", ttl=0.3)
     assert not store.add("a", "2")

@@ -67,9 +67,9 @@ def check_rate(client: str) -> None:
     limit = current_app.config["LOGIN_RATE_LIMIT"]
     if not limit:
         return
-    for outcome in ("ok", "refused"):
-        if int(store.get(_rate_key(outcome, client)) or 0) >= limit:
-            raise ApiError(429, "too_many_logins", "too many logins from this client; wait a minute")
+    counts = store.get_many([_rate_key("ok", client), _rate_key("refused", client)])  # one round trip
+    if any(int(count or 0) >= limit for count in counts):
+        raise ApiError(429, "too_many_logins", "too many logins from this client; wait a minute")
 
 
 def count_login(client: str, ok: bool) -> None:
