@@ -38,13 +38,15 @@ fuzz: $(BIN)/.installed
 	$(BIN)/python tests/fuzz/run_schemathesis.py $(FUZZ_ARGS)
 
 # Throughput, latency and scale against the framework's own ceilings (bench/README.md); needs wrk
-# (apt-get install wrk), PostgreSQL and redis-server. bench-smoke: every scenario for a second (CI).
+# (apt-get install wrk), PostgreSQL and redis-server. bench-smoke: every scenario for a second, and a few
+# requests of each through bench/inproc.py (CI).
 bench: $(BIN)/.installed
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 bench-smoke: $(BIN)/.installed
 	$(BIN)/python bench/run.py --smoke $(BENCH_ARGS)
+	$(BIN)/python bench/inproc.py --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache artifacts

@@ -11,6 +11,7 @@ thread, without sockets or gunicorn, so what it reports is the app's own work, a
     .venv/bin/python bench/inproc.py --database-url postgresql://... --redis-url redis://...
     .venv/bin/python bench/inproc.py --embedded            # SQLite and the embedded store
     .venv/bin/python bench/inproc.py --only read,notify --requests 3000 --profile notify
+    .venv/bin/python bench/inproc.py --smoke                # CI (make bench-smoke): it still works, no figures
 
 Upstream calls (pay, login) go to a stand-in WeChat in a process of its own, as in `bench/run.py`;
 its CPU is not counted here. The app logs at INFO to a file, as under gunicorn; gunicorn's access log
@@ -73,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="", help="cProfile these scenarios in the first round (not counted); "
                                                       "print the top functions")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--smoke", action="store_true", help="a few requests of each scenario, one round (CI)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.requests, args.warmup, args.rounds = 30, 5, 1
     chosen = [s for s in args.only.split(",") if s]
 
     work = Path(tempfile.mkdtemp(prefix="miniapp-inproc-"))
@@ -157,7 +161,8 @@ def run(env: dict, database_url: str, chosen: list[str], args, work: Path) -> di
     def load(prefix: str, count: int) -> None:
         dataset.load_orders(engine, prefix=prefix, start=0, count=count, user_ids=user_ids, product=product)
 
-    read_prefix = "iread0"
+    tag = secrets.token_hex(2)  # this run's orders, beside any earlier run's in the same database
+    read_prefix = f"{tag}rd"
     load(read_prefix, 1000)
 
     def notifications(prefix: str) -> list[dict]:
@@ -192,7 +197,7 @@ def run(env: dict, database_url: str, chosen: list[str], args, work: Path) -> di
     figures: dict[str, dict] = {}
     for round_no in range(args.rounds):
         for k, name in enumerate(chosen):
-            environs = plan(name, f"r{round_no:02d}s{k:02d}"[:6])
+            environs = plan(name, f"{tag}{round_no % 10}{k}")  # 6 characters: k < 6 scenarios
             for environ in environs[:args.warmup]:
                 call(app, environ)
             measured = environs[args.warmup:]

@@ -32,6 +32,13 @@ def test_empty_values_and_sign_are_left_out():
     assert signing.sign(params, v["inputs"]["api_key"]) == v["expected"]
 
 
+def test_keys_sort_by_name_even_when_one_is_a_prefix_of_another():
+    # WeChat sorts parameter names in ASCII order: "a" before "a0" before "a_b", though the joined "a0=..."
+    # would sort before "a=..." as a string ('0' < '=').
+    params = {"a_b": "3", "a0": "2", "a": "1", "a-": "4", "sign": "x", "empty": ""}
+    assert signing._string_to_sign(params, "K") == "a=1&a-=4&a0=2&a_b=3&key=K"
+
+
 @pytest.mark.parametrize("sign_type", ["MD5", "HMAC-SHA256"])
 def test_verify_accepts_the_right_signature_and_nothing_else(sign_type):
     v = vector("v2_sign_official_md5")

@@ -24,8 +24,15 @@ def nonce(length: int = 32) -> str:
 
 
 def _string_to_sign(params: Mapping[str, object], key: str) -> str:
-    pairs = sorted((k, str(v)) for k, v in params.items() if k != "sign" and v is not None and str(v) != "")
-    return "&".join(f"{k}={v}" for k, v in pairs) + "&key=" + key
+    pairs = []
+    for k, v in params.items():  # every notification comes through here: one pass, no second str()
+        if k == "sign" or v is None:
+            continue
+        text = v if type(v) is str else str(v)
+        if text:
+            pairs.append((k, text))
+    pairs.sort()  # by key (keys are unique): "k=v" strings would sort "a0" before "a", as WeChat does not
+    return "&".join([k + "=" + v for k, v in pairs]) + "&key=" + key
 
 
 def sign(params: Mapping[str, object], key: str, sign_type: str = MD5) -> str:
