@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, exists, func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import selectinload
 
@@ -58,7 +58,8 @@ def describe(names: list[str]) -> str:
     return body[:BODY_LIMIT]
 
 
-# POST /api/orders' statements, built once (bench/README.md: building them was a third of its SQL CPU).
+# POST /api/orders' statements, built once: building a statement per request cost more CPU than running it
+# (bench/README.md).
 _PRODUCTS_WANTED = (select(Product.id, Product.name, Product.price_fen)
                     .where(Product.id.in_(bindparam("ids", expanding=True)), Product.active.is_(True)))
 _INSERT_ORDER = insert(Order.__table__).returning(*Order.__table__.c)
