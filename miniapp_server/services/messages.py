@@ -72,9 +72,9 @@ def queue(order: Order, event_name: str, *, ref: str = "", values: dict[str, Any
     # The common case (no credit) costs this one UPDATE; credits are never negative (a CHECK too).
     spent = db.session.connection().execute(
         _SPEND_CREDIT, {"user": user_id, "template": template.template_id, "now": now}).rowcount
-    if not spent:
-        log.info("no %s message for %s: its owner has no credit for template %s", event_name, order.out_trade_no,
-                 template.template_id)
+    if not spent:  # the usual case, not news: at INFO it was a second log line on every notification
+        log.debug("no %s message for %s: its owner has no credit for template %s", event_name, order.out_trade_no,
+                  template.template_id)
         return None
     seen = db.session.execute(db.select(SubscribeMessage.id).filter_by(
         order_id=order.id, event=event_name, event_ref=ref, template_id=template.template_id)).scalar_one_or_none()
