@@ -96,13 +96,18 @@ def create_order(user_id: int, raw_items: Any) -> dict[str, Any]:
     return order_dict(order, [SimpleNamespace(**line) for line in lines])
 
 
+def _check_order_no(out_trade_no: str) -> None:
+    """An order number no order can have (ours are 32 characters at most) is simply not found."""
+    if not out_trade_no or len(out_trade_no) > 32:
+        raise not_found("no such order")
+
+
 _OWN_ORDER_TO_CHANGE = select(Order).where(Order.out_trade_no == bindparam("no"), Order.user_id == bindparam("user"))
 
 
 def get_own_order(user_id: int, out_trade_no: str) -> Order:
     """The caller's order, to change; someone else's is simply not found (`own_order_view` shows one)."""
-    if not out_trade_no or len(out_trade_no) > 32:
-        raise not_found("no such order")
+    _check_order_no(out_trade_no)
     order = db.session.execute(_OWN_ORDER_TO_CHANGE, {"no": out_trade_no, "user": user_id}).scalar_one_or_none()
     if order is None:
         raise not_found("no such order")
@@ -139,8 +144,7 @@ def read_connection() -> Connection:
 
 def own_order_view(user_id: int, out_trade_no: str) -> dict[str, Any]:
     """What GET /api/orders/<no> answers: the caller's order with its lines and current packages."""
-    if not out_trade_no or len(out_trade_no) > 32:
-        raise not_found("no such order")
+    _check_order_no(out_trade_no)
     with read_connection() as conn:
         rows = conn.execute(_OWN_ORDER, {"no": out_trade_no, "user": user_id}).all()
     if not rows:
