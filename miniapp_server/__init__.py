@@ -70,7 +70,8 @@ def _dotenv_values() -> dict[str, str]:
 def _engine_options(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 15}}
-    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+    # No pool_pre_ping: pg_liveness checks each checkout without its round trip (see register_extensions).
+    return {"pool_size": 5, "max_overflow": 5}
 
 
 def configure_logging(app: Flask) -> None:
@@ -92,6 +93,11 @@ def register_extensions(app: Flask) -> None:
 
         with app.app_context():
             tune_sqlite(db.engine)
+    else:
+        from . import pg_liveness
+
+        with app.app_context():
+            pg_liveness.install(db.engine)  # a connection the server closed is never handed out
 
 
 def register_blueprints(app: Flask) -> None:
