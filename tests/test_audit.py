@@ -176,6 +176,35 @@ def test_an_audit_row_is_written_at_once_when_the_caller_holds_no_transaction(ap
     assert count_from_another_connection() == before + 1
 
 
+def test_audit_rows_join_the_callers_commit_in_one_round_trip(app, tmp_path):
+    """The rows ride along with the caller's commit, with its change. On PostgreSQL their savepoint, the
+    rows and the release are one pipeline: the commit asks the server twice (that and COMMIT), not four
+    times; counted in libpq's own protocol trace (the server's ReadyForQuery ends each wait for it)."""
+    begin_write(db.session)
+    db.session.execute(update(Product).where(Product.id == 1).values(name="renamed"))
+    for n in range(2):
+        audit.record("out", f"/pay/orderquery/{n}", {"out_trade_no": f"n{n}"}, {"return_code": "SUCCESS"}, "ok", 0.01)
+    on_postgres = db.engine.dialect.name != "sqlite"
+    if on_postgres:
+        pgconn = db.session.connection().connection.driver_connection.pgconn
+        trace = open(tmp_path / "libpq.trace", "w")  # noqa: SIM115 - closed below, after the untrace
+        pgconn.trace(trace.fileno())
+    db.session.commit()
+    if on_postgres:
+        pgconn.untrace()
+        trace.close()
+        messages = [line.split("\t")[1] + " " + line.split("\t")[3].split(" ")[0]
+                    for line in (tmp_path / "libpq.trace").read_text().splitlines()]
+        assert messages.count("B ReadyForQuery") == 2, messages  # the server answered twice
+        assert messages.count("F Execute") == 4  # SAVEPOINT, two rows, RELEASE: all went, in one batch
+    db.session.remove()
+    assert sorted(x.path for x in exchanges() if x.path.startswith("/pay/orderquery/")) == \
+        ["/pay/orderquery/0", "/pay/orderquery/1"]
+    assert db.session.get(Product, 1).name == "renamed"
+    at = exchanges(path="/pay/orderquery/0")[0].at
+    assert at.tzinfo is not None and abs((audit.utcnow() - at).total_seconds()) < 60  # UTC, as every other row
+
+
 def test_a_broken_audit_never_breaks_a_payment(app, client, user, caplog):
     order = new_order(client, user)
     db.session.execute(text("DROP TABLE wechat_exchanges"))
