@@ -12,6 +12,7 @@ thread, without sockets or gunicorn, so what it reports is the app's own work, a
     .venv/bin/python bench/inproc.py --embedded            # SQLite and the embedded store
     .venv/bin/python bench/inproc.py --only read,notify --requests 3000 --profile notify
     .venv/bin/python bench/inproc.py --smoke                # CI (make bench-smoke): it still works, no figures
+    .venv/bin/python bench/inproc.py --floor --only read,notify,notify-dup   # and bench/floor.py beside them
 
 Upstream calls (pay, login) go to a stand-in WeChat in a process of its own, as in `bench/run.py`;
 its CPU is not counted here. The app logs at INFO to a file, as under gunicorn; gunicorn's access log
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                                                       "print the top functions")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--smoke", action="store_true", help="a few requests of each scenario, one round (CI)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure bench/floor.py's bare versions of read, notify and notify-dup "
+                             "(PostgreSQL and Redis only), on data of their own, in the same rounds")
     args = parser.parse_args(argv)
     if args.smoke:
         args.requests, args.warmup, args.rounds = 30, 5, 1
@@ -118,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for thing in reversed(started):
             thing.stop()
-    print(f"\nbest of {args.rounds} rounds:\n{'scenario':12} {'CPU us/req':>11} {'wall us/req':>12} {'SQL/req':>8} {'store/req':>10}")
+    print(f"\nbest of {args.rounds} rounds:\n{'scenario':16} {'CPU us/req':>11} {'wall us/req':>12} {'SQL/req':>8} {'store/req':>10}")
     for name, f in figures.items():
-        print(f"{name:12} {f['cpu_us']:11.0f} {f['wall_us']:12.0f} {f['statements']:8.2f} {f['store']:10.2f}")
+        print(f"{name:16} {f['cpu_us']:11.0f} {f['wall_us']:12.0f} {f['statements']:8.2f} {f['store']:10.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     return 0
@@ -195,7 +199,14 @@ def run(env: dict, database_url: str, chosen: list[str], args, work: Path) -> di
 
     expect = {"read": "200", "order": "201", "pay": "200", "notify": "200", "notify-dup": "200", "login": "200"}
     figures: dict[str, dict] = {}
+    floors = _floors(env, database_url, chosen, read_prefix, user_ids, fee, load, n) if args.floor else None
     for round_no in range(args.rounds):
+        if floors is not None:
+            for k, name in enumerate(floors.names):
+                this = floors.measure(name, f"{tag}{'ghijklmnopqrstuvwxyz'[round_no % 20]}{k}", args.warmup)
+                print(f"round {round_no + 1} {name}: {this}", flush=True)
+                if name not in figures or this["cpu_us"] < figures[name]["cpu_us"]:
+                    figures[name] = {**this, "rounds": round_no + 1}
         for k, name in enumerate(chosen):
             environs = plan(name, f"{tag}{round_no % 10}{k}")  # 6 characters: k < 6 scenarios
             for environ in environs[:args.warmup]:
@@ -231,6 +242,55 @@ def run(env: dict, database_url: str, chosen: list[str], args, work: Path) -> di
                 print(out.getvalue())
     engine.dispose()
     return figures
+
+
+class _Floors:
+    """bench/floor.py's bare requests on a psycopg connection and a Redis client of their own."""
+
+    def __init__(self, database_url: str, redis_url: str, read_prefix: str, user_ids: list[int], fee: int,
+                 load: Callable[[str, int], None], n: int, names: list[str]) -> None:
+        import psycopg
+        import redis
+
+        self.conn = psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+        self.redis = redis.Redis.from_url(redis_url)
+        self.token_key = f"floor:{secrets.token_hex(4)}"
+        self.redis.set(self.token_key, "1", ex=3600)
+        self.read_prefix, self.user_ids, self.fee, self.load, self.n, self.names = \
+            read_prefix, user_ids, fee, load, n, names
+
+    def measure(self, name: str, prefix: str, warmup: int) -> dict:
+        from bench import floor
+
+        if name == "read-floor":
+            calls = [(lambda i=i: floor.read(self.conn, self.redis, self.token_key, self.user_ids[i % 1000 % USERS],
+                                             dataset.order_no(self.read_prefix, i % 1000))) for i in range(self.n)]
+        else:
+            self.load(prefix, self.n)
+            bodies = [dataset.notification(prefix, i, self.fee) for i in range(self.n)]
+            if name == "notify-dup-floor":
+                for body in bodies:
+                    floor.notify(self.conn, body)
+            calls = [(lambda b=b: floor.notify(self.conn, b)) for b in bodies]
+        for c in calls[:warmup]:
+            c()
+        measured = calls[warmup:]
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for c in measured:
+            c()
+        cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        return {"requests": len(measured), "cpu_us": cpu / len(measured) * 1e6, "wall_us": wall / len(measured) * 1e6,
+                "statements": float("nan"), "store": float("nan")}
+
+
+def _floors(env: dict, database_url: str, chosen: list[str], read_prefix: str, user_ids: list[int], fee: int,
+            load: Callable[[str, int], None], n: int) -> _Floors | None:
+    names = [f"{s}-floor" for s in chosen if s in ("read", "notify", "notify-dup")]
+    if not names:
+        return None
+    if not database_url.startswith("postgresql") or not env.get("REDIS_URL"):
+        raise SystemExit("--floor needs PostgreSQL and Redis (bench/floor.py is written on psycopg and redis-py)")
+    return _Floors(database_url, env["REDIS_URL"], read_prefix, user_ids, fee, load, n, names)
 
 
 def store_counter(app) -> Callable[[], int]:
