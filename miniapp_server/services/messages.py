@@ -33,7 +33,7 @@ from flask import current_app
 from sqlalchemy import bindparam, event, or_, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import audit
+from .. import audit, fast_sql
 from ..extensions import db, wechat
 from ..message_settings import STATUS_TEXT, MessageTemplate
 from ..models import MessageCredit, MessageState, Order, SubscribeMessage, User, utcnow
@@ -70,8 +70,8 @@ def queue(order: Order, event_name: str, *, ref: str = "", values: dict[str, Any
         return None
     user_id, now = order.user_id, utcnow()
     # The common case (no credit) costs this one UPDATE; credits are never negative (a CHECK too).
-    spent = db.session.connection().execute(
-        _SPEND_CREDIT, {"user": user_id, "template": template.template_id, "now": now}).rowcount
+    spent = fast_sql.execute(db.session.connection(), _SPEND_CREDIT,
+                             {"user": user_id, "template": template.template_id, "now": now}).rowcount
     if not spent:  # the usual case, not news: at INFO it was a second log line on every notification
         log.debug("no %s message for %s: its owner has no credit for template %s", event_name, order.out_trade_no,
                   template.template_id)

@@ -21,6 +21,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from ..audit import ATTACH_PREFIX
 from ..errors import ApiError, conflict
+from .. import fast_sql
 from ..extensions import db, wechat
 from ..logging_setup import current_request_id
 from ..sqlite_tuning import begin_write
@@ -180,7 +181,7 @@ def apply_payment(*, out_trade_no: str, transaction_id: str, total_fee: int, tim
             verdict = _apply_once(out_trade_no, transaction_id, total_fee, paid_at, source, quick=attempt == 0,
                                   payer_openid=payer)
             if record is not None:
-                db.session.connection().execute(_INSERT_NOTIFICATION, {**record, "verdict": verdict})
+                fast_sql.execute(db.session.connection(), _INSERT_NOTIFICATION, {**record, "verdict": verdict})
             if before_commit is not None:
                 before_commit(verdict)
             db.session.commit()
@@ -216,17 +217,17 @@ def _apply_once(out_trade_no: str, transaction_id: str, total_fee: int, paid_at:
         # connection (same transaction): no ORM bulk-persistence layer for rows it does not track.
         conn = db.session.connection()
         now = utcnow()
-        paid = conn.execute(_PAY_UNPAID, {"no": out_trade_no, "fee": total_fee, "txn": transaction_id,
-                                          "paid": paid_at, "now": now}).first()
+        paid = fast_sql.execute(conn, _PAY_UNPAID, {"no": out_trade_no, "fee": total_fee, "txn": transaction_id,
+                                                    "paid": paid_at, "now": now}).first()
         if paid is not None:
-            conn.execute(_INSERT_PAYMENT, {"order_id": paid.id, "transaction_id": transaction_id,
-                                           "total_fee": total_fee, "time_end": paid_at, "source": source,
-                                           "payer_openid": payer_openid, "anomaly": None, "created_at": now})
+            fast_sql.execute(conn, _INSERT_PAYMENT, {"order_id": paid.id, "transaction_id": transaction_id,
+                                                     "total_fee": total_fee, "time_end": paid_at, "source": source,
+                                                     "payer_openid": payer_openid, "anomaly": None, "created_at": now})
             # The order's row as it now is, locked by the UPDATE: what the message is made of.
             messages.queue(paid, "paid", values={"paid_at": paid_at})  # in this transaction: gone if it rolls back
             return PAID
         # Already recorded? A payment row never changes once written, so no lock is needed to say so.
-        known = conn.execute(_KNOWN, {"txn": transaction_id, "no": out_trade_no}).first()
+        known = fast_sql.execute(conn, _KNOWN, {"txn": transaction_id, "no": out_trade_no}).first()
         if known is None:
             return UNKNOWN_ORDER
         if known[1] is not None:
