@@ -408,7 +408,7 @@ PROFILE_GROUPS = [
     ("signature", r"signing\.py"),
     ("store (Redis / embedded)", r"miniapp_server/store\.py"),
     ("upstream HTTP call", r"PayClient\._request|MiniAppClient\._call|requests/sessions"),
-    ("pool checkout, ping, BEGIN", r"pool/base\.py|_ConnectionFairy|do_ping|_checkout|begin_write|read_connection"),
+    ("pool checkout, ping, BEGIN", r"pool/base\.py|_ConnectionFairy|do_ping|_checkout|begin_write|read_connection|read_all"),
     ("commit (and the ORM flush in it)", r"Session\.commit|do_commit"),
     ("session close at teardown", r"Session\.(close|remove)|scoped_session\.remove|_teardown|do_rollback"),
     ("ORM flush", r"Session\.flush|UOWTransaction"),

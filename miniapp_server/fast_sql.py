@@ -2,12 +2,12 @@
 
 A prebuilt Core statement still costs SQLAlchemy about 77 us of CPU per execution on top of psycopg's
 own 57 us (its execution context, parameter processing and result wrapping; bench/README.md), and a
-notification runs four of them. On psycopg the statement is compiled once per set of parameter names,
+notification runs four of them; an order page's read also pays for a Connection and its autocommit switch. On psycopg the statement is compiled once per set of parameter names,
 sent on the session's own connection (so in its transaction, after any BEGIN it made), and answered
 with psycopg's rows, which read by name (`row.id`) and by position as SQLAlchemy's do.
 
 What stays the same: the listeners of `before_cursor_execute` see every statement (the suite's
-statement counts, bench/inproc.py's), errors arrive as SQLAlchemy's own exception classes
+statement counts, bench/inproc.py's; `conn` is None for `read_all`'s, which have no Connection), errors arrive as SQLAlchemy's own exception classes
 (`IntegrityError` for a duplicate transaction id, `OperationalError` for a deadlock), and every other
 driver (SQLite) goes through SQLAlchemy as before.
 
@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Insert
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 _compiled: dict[tuple[int, str, tuple[str, ...]], tuple[str, dict[str, Any], list[tuple[str, Any]]]] = {}
@@ -46,32 +46,62 @@ def execute(conn: Connection, statement, params: Mapping[str, Any]):
     """`conn.execute(statement, params)`, straight to psycopg when that is the driver."""
     if conn.dialect.driver != "psycopg":
         return conn.execute(statement, params)
-    driver = conn.connection.driver_connection
-    sql, defaults, computed = _compile(statement, conn, params)
+    cursor = _run(conn.connection.driver_connection, conn.dialect, conn.dispatch, conn, statement, params)
+    try:
+        return _Result(cursor.fetchone() if cursor.description is not None else None, cursor.rowcount)
+    finally:
+        cursor.close()
+
+
+def read_all(engine: Engine, statement, params: Mapping[str, Any]) -> list[Any]:
+    """Every row of a read-only statement, on a pooled connection of its own.
+
+    On psycopg in autocommit: no BEGIN before the statement, no ROLLBACK after (two of a read's four
+    round trips), and none of SQLAlchemy's Connection around it. Elsewhere an engine connection.
+    """
+    if engine.dialect.driver != "psycopg":
+        with engine.connect() as conn:
+            return conn.execute(statement, params).all()
+    pooled = engine.raw_connection()  # the pool's checkout, its liveness check included
+    try:
+        driver = pooled.driver_connection
+        driver.autocommit = True  # a local switch in psycopg (the connection is idle): no round trip
+        try:
+            cursor = _run(driver, engine.dialect, engine.dispatch, None, statement, params)
+            try:
+                return cursor.fetchall()
+            finally:
+                cursor.close()
+        finally:
+            driver.autocommit = False
+    finally:
+        pooled.close()  # back to the pool; its reset is a rollback that psycopg skips when idle
+
+
+def _run(driver, dialect, dispatch, conn: Connection | None, statement, params: Mapping[str, Any]):
+    sql, defaults, computed = _compile(statement, dialect, params)
     values = {**defaults, **params} if defaults else dict(params)
     for key, default in computed:  # the columns' Python-side defaults (received_at=utcnow, ...)
         values[key] = default.arg(None) if default.is_callable else default.arg
     for value in values.values():
         _aware(value)
-    conn.dispatch.before_cursor_execute(conn, None, sql, values, None, False)
+    dispatch.before_cursor_execute(conn, None, sql, values, None, False)
     cursor = driver.cursor(row_factory=namedtuple_row)
     try:
         cursor.execute(sql, values)
-        row = cursor.fetchone() if cursor.description is not None else None
-        return _Result(row, cursor.rowcount)
     except psycopg.Error as exc:  # as SQLAlchemy's own classes: IntegrityError, OperationalError, ...
-        raise DBAPIError.instance(sql, values, exc, psycopg.Error) from exc
-    finally:
         cursor.close()
+        raise DBAPIError.instance(sql, values, exc, psycopg.Error) from exc
+    return cursor
 
 
-def _compile(statement, conn: Connection, params: Mapping[str, Any]) -> tuple[str, dict[str, Any], list]:
-    key = (id(statement), conn.dialect.name, tuple(sorted(params)))
+def _compile(statement, dialect, params: Mapping[str, Any]) -> tuple[str, dict[str, Any], list]:
+    key = (id(statement), dialect.name, tuple(sorted(params)))
     found = _compiled.get(key)
     if found is None:
         if isinstance(statement, Insert) and not statement._returning:
             statement = statement.inline()  # no implicit RETURNING of the new id nobody reads
-        compiled = statement.compile(dialect=conn.dialect, column_keys=list(params))
+        compiled = statement.compile(dialect=dialect, column_keys=list(params))
         # Columns left out whose defaults are Python's (SQLAlchemy "prefetches" them per execution).
         prefetch = [*getattr(compiled, "insert_prefetch", ()), *getattr(compiled, "update_prefetch", ())]
         computed = [(column.key, column.default if column in compiled.insert_prefetch else column.onupdate)

@@ -65,3 +65,22 @@ def test_a_naive_datetime_is_refused_as_utcdatetime_refuses_it(app):
         fast_sql.execute(db.session.connection(), payments._INSERT_NOTIFICATION,
                          _record(received_at=datetime(2026, 12, 1, 12, 0)))
     db.session.rollback()
+
+
+def test_a_read_reads_by_name_and_leaves_the_pool_as_it_found_it(app, client, user):
+    from miniapp_server.services import orders
+
+    made = new_order(client, user)
+    owner = db.session.execute(db.select(Order.user_id).filter_by(out_trade_no=made["out_trade_no"])).scalar_one()
+    db.session.commit()
+    checked_out = db.engine.pool.checkedout()
+    rows = fast_sql.read_all(db.engine, orders._OWN_ORDER, {"no": made["out_trade_no"], "user": owner})
+    assert [(r.out_trade_no, r.item_quantity, r.shipment_id) for r in rows] == [(made["out_trade_no"], 2, None)]
+    assert rows[0].created_at.tzinfo is not None
+    assert fast_sql.read_all(db.engine, orders._OWN_ORDER, {"no": made["out_trade_no"], "user": owner + 1}) == []
+    assert db.engine.pool.checkedout() == checked_out  # the connection went back
+    pooled = db.engine.raw_connection()
+    try:
+        assert getattr(pooled.driver_connection, "autocommit", False) is False  # and out of autocommit
+    finally:
+        pooled.close()

@@ -8,9 +8,9 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import bindparam, func, insert, select
-from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import selectinload
 
+from .. import fast_sql
 from ..errors import bad_request, not_found
 from ..extensions import db
 from ..sqlite_tuning import begin_write
@@ -127,26 +127,10 @@ _OWN_ORDER = (
     .where(_ORDERS.c.out_trade_no == bindparam("no"), _ORDERS.c.user_id == bindparam("user"))
     .order_by(_ITEMS.c.id, _SHIPMENTS.c.upload_no, _SHIPMENTS.c.package_no)
 )
-_readers: dict[int, Engine] = {}
-
-
-def read_connection() -> Connection:
-    """A connection for a request that only reads. On PostgreSQL in autocommit: no BEGIN before its
-    statements and no ROLLBACK after (two round trips of a read's four); SQLite's BEGIN is in-process."""
-    engine = db.engine
-    if engine.dialect.name != "postgresql":
-        return engine.connect()
-    reader = _readers.get(id(engine))
-    if reader is None or reader.pool is not engine.pool:
-        reader = _readers[id(engine)] = engine.execution_options(isolation_level="AUTOCOMMIT")
-    return reader.connect()
-
-
 def own_order_view(user_id: int, out_trade_no: str) -> dict[str, Any]:
     """What GET /api/orders/<no> answers: the caller's order with its lines and current packages."""
     _check_order_no(out_trade_no)
-    with read_connection() as conn:
-        rows = conn.execute(_OWN_ORDER, {"no": out_trade_no, "user": user_id}).all()
+    rows = fast_sql.read_all(db.engine, _OWN_ORDER, {"no": out_trade_no, "user": user_id})  # autocommit on PG
     if not rows:
         raise not_found("no such order")
     items: dict[int, SimpleNamespace] = {}
