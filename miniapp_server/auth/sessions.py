@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, func
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from .. import fast_sql
 from ..errors import ApiError, bad_request
 from ..extensions import db, store, wechat
 from ..models import User, utcnow
@@ -103,9 +104,9 @@ def upsert_user(openid: str, unionid: str | None) -> User:
     """
     now = utcnow()
     stmt = _upsert_statement(db.session.get_bind().dialect.name)
-    row = db.session.connection().execute(stmt, {"u_openid": openid, "u_unionid": unionid, "u_now": now}).one()
+    row = fast_sql.execute(db.session.connection(), stmt, {"u_openid": openid, "u_unionid": unionid, "u_now": now}).first()
     db.session.commit()
-    return User(**row._mapping)  # the row as committed, not attached to the session (nothing to reload)
+    return User(**row._asdict())  # the row as committed, not attached to the session (nothing to reload)
 
 
 def login(raw_code: object, client: str) -> tuple[str, int, User]:
