@@ -53,6 +53,17 @@ def execute(conn: Connection, statement, params: Mapping[str, Any]):
         cursor.close()
 
 
+def fetch_all(conn: Connection, statement, params: Mapping[str, Any]) -> list[Any]:
+    """`conn.execute(statement, params).all()`, straight to psycopg when that is the driver."""
+    if conn.dialect.driver != "psycopg":
+        return conn.execute(statement, params).all()
+    cursor = _run(conn.connection.driver_connection, conn.dialect, conn.dispatch, conn, statement, params)
+    try:
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
 def read_all(engine: Engine, statement, params: Mapping[str, Any]) -> list[Any]:
     """Every row of a read-only statement, on a pooled connection of its own.
 

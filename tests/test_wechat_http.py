@@ -93,3 +93,22 @@ def test_a_configured_proxy_keeps_requests_own_handling(monkeypatch):
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     session = make_session()
     assert session.trust_env is True  # NO_PROXY and the rest stay requests' business
+
+
+def test_a_client_certificate_reaches_the_adapter(monkeypatch):
+    """v2's refund (secapi) presents the merchant's certificate: given per call, or the session's own."""
+    seen = []
+
+    def send(self, request, **kwargs):
+        seen.append(kwargs["cert"])
+        raise requests.ConnectionError("stop here")
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
+    session = make_session()
+    for cert in (("/etc/cert.pem", "/etc/key.pem"), None):
+        with pytest.raises(requests.ConnectionError):
+            session.post("https://127.0.0.1:9/secapi/pay/refund", data=b"<xml/>", cert=cert)
+    session.cert = "/etc/both.pem"
+    with pytest.raises(requests.ConnectionError):
+        session.post("https://127.0.0.1:9/secapi/pay/refund", data=b"<xml/>")
+    assert seen == [("/etc/cert.pem", "/etc/key.pem"), None, "/etc/both.pem"]

@@ -11,7 +11,7 @@ from requests.structures import CaseInsensitiveDict
 
 # What our clients pass (`allow_redirects` is what `Session.get` adds by itself, and is not honoured:
 # a redirect is never followed); anything else (files, auth, proxies, ...) takes requests' full path.
-_DIRECT_ARGS = frozenset({"params", "data", "headers", "json", "timeout", "stream", "allow_redirects"})
+_DIRECT_ARGS = frozenset({"params", "data", "headers", "json", "timeout", "stream", "allow_redirects", "cert"})
 
 
 class TimeoutSession(requests.Session):
@@ -36,7 +36,7 @@ class TimeoutSession(requests.Session):
         return self._direct(method, url, **kwargs)
 
     def _direct(self, method: str, url: str, params=None, data=None, headers=None, json=None, timeout=None,
-                stream: bool = False, allow_redirects: bool = False) -> requests.Response:
+                stream: bool = False, allow_redirects: bool = False, cert=None) -> requests.Response:
         merged = CaseInsensitiveDict(self.headers)
         for name, value in (headers or {}).items():
             if value is None:
@@ -47,8 +47,8 @@ class TimeoutSession(requests.Session):
         prepared.prepare(method=method.upper(), url=url, headers=merged, data=data or {}, params=params or {},
                          json=json)
         adapter = self.get_adapter(prepared.url)
-        response = adapter.send(prepared, stream=stream, timeout=timeout, verify=self.verify, cert=self.cert,
-                                proxies={})
+        response = adapter.send(prepared, stream=stream, timeout=timeout, verify=self.verify,
+                                cert=cert if cert is not None else self.cert, proxies={})
         if not stream:
             response.content  # noqa: B018 - read it now, as requests does: the connection goes back to the pool
         return response
