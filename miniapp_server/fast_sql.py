@@ -2,14 +2,17 @@
 
 A prebuilt Core statement still costs SQLAlchemy about 77 us of CPU per execution on top of psycopg's
 own 57 us (its execution context, parameter processing and result wrapping; bench/README.md), and a
-notification runs four of them; an order page's read also pays for a Connection and its autocommit switch. On psycopg the statement is compiled once per set of parameter names,
-sent on the session's own connection (so in its transaction, after any BEGIN it made), and answered
-with psycopg's rows, which read by name (`row.id`) and by position as SQLAlchemy's do.
+notification runs four of them; an order page's read also pays for a Connection and its autocommit
+switch. On psycopg the statement is compiled once per set of parameter names, sent on the session's
+own connection (so in its transaction, after any BEGIN it made), and answered with psycopg's rows,
+which read by name (`row.id`) and by position as SQLAlchemy's do.
 
 What stays the same: the listeners of `before_cursor_execute` see every statement (the suite's
-statement counts, bench/inproc.py's; `conn` is None for `read_all`'s, which have no Connection), errors arrive as SQLAlchemy's own exception classes
-(`IntegrityError` for a duplicate transaction id, `OperationalError` for a deadlock), and every other
-driver (SQLite) goes through SQLAlchemy as before.
+statement counts, bench/inproc.py's; `conn` is None for `read_all`'s, which have no Connection),
+errors arrive as SQLAlchemy's own exception classes (`IntegrityError` for a duplicate transaction id,
+`OperationalError` for a deadlock), and every other driver (SQLite) goes through SQLAlchemy as before.
+A connection that breaks under a statement here is not invalidated by SQLAlchemy on the spot; the
+pool's liveness check (pg_liveness.py) drops it at its next checkout.
 
 Only for statements whose types need no conversion on the way in or out on psycopg: text, integers and
 aware UTC datetimes (timestamptz takes them as they are; `UTCDateTime` would only refuse naive ones,
@@ -84,7 +87,10 @@ def read_all(engine: Engine, statement, params: Mapping[str, Any]) -> list[Any]:
             finally:
                 cursor.close()
         finally:
-            driver.autocommit = False
+            try:
+                driver.autocommit = False
+            except psycopg.Error:  # the connection broke under the read: it must not be pooled again
+                pooled.invalidate()
     finally:
         pooled.close()  # back to the pool; its reset is a rollback that psycopg skips when idle
 

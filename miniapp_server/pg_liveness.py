@@ -7,8 +7,9 @@ and closes the connection; the client's socket is readable from then on. An idle
 pool has nothing to read otherwise (we LISTEN to nothing), so one zero-timeout poll of its socket
 tells a dead connection from a live one for about 1 us.
 
-A dead one raises `InvalidatePoolError` (a `DisconnectionError`) in the pool's checkout event: the pool drops every connection
-older than now (a restart ended them all) and hands out a fresh one, exactly as a failed pre-ping does.
+A dead one raises `InvalidatePoolError` (a `DisconnectionError`) in the pool's checkout event: the
+pool drops every connection older than now (a restart ended them all) and hands out a fresh one,
+exactly as a failed pre-ping does.
 What neither check catches: a server that vanished without closing anything (a cut cable). A ping
 then hangs until TCP gives up; here the first statement fails, which is the same answer sooner.
 """

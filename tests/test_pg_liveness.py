@@ -4,6 +4,7 @@ which replaced pool_pre_ping's round trip with a poll of the socket)."""
 from __future__ import annotations
 
 import socket
+import time
 
 import psycopg
 from sqlalchemy import text
@@ -51,11 +52,17 @@ def test_connections_the_server_ended_are_replaced_before_a_request_uses_them(ma
     # What a restart or a failover does to every pooled connection: the server ends them.
     url = DATABASE_URL.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url, autocommit=True) as admin:
-        ended = admin.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
-        ).fetchone()[0]
-    assert ended >= 1
+        ended = [row[0] for row in admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'")]
+        assert before <= set(ended)
+        for pid in ended:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        # pg_terminate_backend only signals: each backend writes its FATAL message and closes as it exits.
+        deadline = time.monotonic() + 10
+        while admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (ended,)).fetchone()[0]:
+            assert time.monotonic() < deadline, "the terminated backends did not exit"
+            time.sleep(0.02)
     for _ in range(3):  # each request gets a live connection, first try (the test client has no retry)
         assert client.get("/api/orders", headers=bearer(token)).status_code == 200
     assert _backend_pids(app).isdisjoint(before)

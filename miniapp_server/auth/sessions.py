@@ -104,7 +104,8 @@ def upsert_user(openid: str, unionid: str | None) -> User:
     """
     now = utcnow()
     stmt = _upsert_statement(db.session.get_bind().dialect.name)
-    row = fast_sql.execute(db.session.connection(), stmt, {"u_openid": openid, "u_unionid": unionid, "u_now": now}).first()
+    row = fast_sql.execute(db.session.connection(), stmt,
+                           {"u_openid": openid, "u_unionid": unionid, "u_now": now}).first()
     db.session.commit()
     return User(**row._asdict())  # the row as committed, not attached to the session (nothing to reload)
 
