@@ -28,10 +28,10 @@ from datetime import timedelta
 from typing import Any, Iterator, Mapping
 
 from flask import Flask, current_app, has_app_context, has_request_context
-from sqlalchemy import bindparam, event, insert
+from sqlalchemy import event, insert
 from sqlalchemy.engine import Engine
 
-from . import metrics
+from . import fast_sql, metrics
 from .extensions import db
 from .logging_setup import current_request_id, valid_request_id
 from .models import WeChatExchange, utcnow
@@ -218,54 +218,25 @@ def _insert_beside(conn, rows: list[dict[str, Any]]) -> None:
     SQLite backs out only the failed statement and keeps the transaction. PostgreSQL aborts the whole
     transaction on any error, so there the rows go inside a savepoint, issued as plain SQL without
     SQLAlchemy's nested-transaction bookkeeping (`begin_nested()` and its commit, round trips included,
-    were 11% of a notification's CPU in-process; bench/README.md). On psycopg the three statements go
-    to the driver directly (SQLAlchemy's execution around each cost more than psycopg's own work).
-    Not in a psycopg pipeline, though it saves two round trips: a pipeline waits for the server by
-    polling a socket that is always writable, and under gunicorn that spin was 11% of a notification.
+    were 11% of a notification's CPU in-process; bench/README.md). On psycopg the statements go to the
+    driver directly (fast_sql.py). Not in a psycopg pipeline, though it saves two round trips: a
+    pipeline waits for the server by polling a socket that is always writable, and under gunicorn that
+    spin was 11% of a notification.
     """
     started = time.perf_counter()
     savepoint = conn.dialect.name != "sqlite"
-    driver = conn.connection.driver_connection if savepoint else None
-    direct = savepoint and conn.dialect.driver == "psycopg"
     try:
-        if direct:
-            _direct(driver, _insert_sql(conn.dialect), rows)
-        else:
-            if savepoint:
-                conn.exec_driver_sql("SAVEPOINT audit_rows")
-            conn.execute(_INSERT, rows[0] if len(rows) == 1 else rows)
-            if savepoint:
-                conn.exec_driver_sql("RELEASE SAVEPOINT audit_rows")
+        if savepoint:
+            fast_sql.plain(conn, "SAVEPOINT audit_rows")
+        for row in rows:
+            fast_sql.execute(conn, _INSERT, row)
+        if savepoint:
+            fast_sql.plain(conn, "RELEASE SAVEPOINT audit_rows")
     except Exception as exc:  # noqa: BLE001 - the caller's commit goes on without them
-        if direct:
-            driver.execute("ROLLBACK TO SAVEPOINT audit_rows")
-        elif savepoint:
-            conn.exec_driver_sql("ROLLBACK TO SAVEPOINT audit_rows")
+        if savepoint:
+            fast_sql.plain(conn, "ROLLBACK TO SAVEPOINT audit_rows")
         log.warning("audit rows not written after %.0fms (%s)", (time.perf_counter() - started) * 1000,
                     type(exc).__name__)
-
-
-_ROW_KEYS = ("at", "direction", "path", "out_trade_no", "outcome", "duration_ms", "request_id", "request", "response")
-_insert_sql_by_dialect: dict[str, str] = {}
-
-
-def _insert_sql(dialect) -> str:
-    """The audit INSERT as the driver's own SQL, compiled once: it goes to the driver directly."""
-    sql = _insert_sql_by_dialect.get(dialect.name)
-    if sql is None:
-        stmt = insert(WeChatExchange.__table__).values({key: bindparam(key) for key in _ROW_KEYS}).inline()
-        sql = _insert_sql_by_dialect.setdefault(dialect.name, str(stmt.compile(dialect=dialect)))
-    return sql
-
-
-def _direct(driver, sql: str, rows: list[dict[str, Any]]) -> None:
-    """SAVEPOINT, the rows and RELEASE on the psycopg connection itself, in the caller's transaction.
-    The row's aware UTC `at` goes to timestamptz as it is (what UTCDateTime's bind step would make it)."""
-    driver.execute("SAVEPOINT audit_rows")
-    with driver.cursor() as cursor:
-        for row in rows:
-            cursor.execute(sql, {key: row[key] for key in _ROW_KEYS})
-    driver.execute("RELEASE SAVEPOINT audit_rows")
 
 
 def _after_commit(session) -> None:

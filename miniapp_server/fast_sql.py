@@ -56,6 +56,18 @@ def execute(conn: Connection, statement, params: Mapping[str, Any]):
         cursor.close()
 
 
+def plain(conn: Connection, sql: str) -> None:
+    """A statement without parameters or rows (SAVEPOINT, RELEASE, ...) in the connection's transaction."""
+    if conn.dialect.driver != "psycopg":
+        conn.exec_driver_sql(sql)
+        return
+    conn.dispatch.before_cursor_execute(conn, None, sql, {}, None, False)
+    try:
+        conn.connection.driver_connection.execute(sql)
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(sql, {}, exc, psycopg.Error) from exc
+
+
 def fetch_all(conn: Connection, statement, params: Mapping[str, Any]) -> list[Any]:
     """`conn.execute(statement, params).all()`, straight to psycopg when that is the driver."""
     if conn.dialect.driver != "psycopg":
