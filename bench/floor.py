@@ -13,13 +13,11 @@ PostgreSQL and Redis only.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from datetime import datetime, timezone
 
 from miniapp_server.config import SANDBOX_PAY_KEY
-from miniapp_server.wechat.pay import xmlcodec
+from miniapp_server.wechat.pay import signing, xmlcodec
 
 _PAY = ("UPDATE orders SET status = 'paid', transaction_id = %(txn)s, paid_at = %(paid)s, updated_at = %(now)s "
         "WHERE out_trade_no = %(no)s AND status = 'unpaid' AND total_fee = %(fee)s RETURNING id")
@@ -34,9 +32,7 @@ _OK = b"<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[
 
 def _verified(body: bytes) -> dict[str, str]:
     fields = xmlcodec.loads(body)
-    given = fields.pop("sign", "")
-    text = "&".join(f"{k}={v}" for k, v in sorted(fields.items()) if v) + "&key=" + SANDBOX_PAY_KEY
-    if not hmac.compare_digest(hashlib.md5(text.encode()).hexdigest().upper(), given):
+    if not signing.verify(fields, SANDBOX_PAY_KEY):  # the protocol layer's own check (constant-time)
         raise ValueError("bad signature")
     return fields
 
